@@ -1,0 +1,33 @@
+//! # mgca — MGCA reproduced in Rust
+//!
+//! MGCA (Wang et al., "Multi-Granularity Cross-modal Alignment for Generalized Medical Visual
+//! Representation Learning", NeurIPS 2022) aligns chest radiographs with their reports at three
+//! granularities: instance (ITA), token (CTA) and prototype (CPA). This crate is a literate,
+//! reference-checked reproduction: every module with a counterpart in the reference
+//! implementation has a parity test against tensors that the reference produced.
+//!
+//! Spec: `shared/spec/README.md` (the behaviour of the reference, quirks included).
+//! **Deviation:** none at this level; each module states its own.
+//!
+//! Modules:
+//! - [`loss`] — the MGCA objective: [`loss::ita`], [`loss::cta`], [`loss::cpa`],
+//!   [`loss::sinkhorn`] and the combined [`loss::Objective`];
+//! - [`config`] — one typed configuration for every hyperparameter, with named presets;
+//! - [`parity`] — reading and writing the reference's safetensors cases;
+//! - [`backend`] — the backends this crate is built and tested on.
+
+pub mod backend;
+pub mod config;
+pub mod loss;
+pub mod parity;
+
+/// The book's chapters, compiled as doctests so that a code block in prose that calls the
+/// crate keeps compiling (blocks pulled in with `{{#include}}` are marked `ignore`: the code
+/// they show is compiled and tested where it lives).
+#[cfg(doctest)]
+mod book {
+    #[doc = include_str!("../book/src/introduction.md")]
+    struct Introduction;
+    #[doc = include_str!("../book/src/objective.md")]
+    struct Objective;
+}

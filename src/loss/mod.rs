@@ -1,0 +1,207 @@
+//! The MGCA objective: `L = λ₁·L_ITA + λ₂·L_CTA + λ₃·L_CPA`.
+//!
+//! Spec: `losses.md` §5 (total objective, logging) and §6 (order of operations). The inputs are
+//! the projection heads' outputs *before* L2 normalisation, exactly what the reference's loss
+//! block receives; this module normalises them (`x / max(‖x‖₂, 1e-12)`, architecture §0), then
+//! runs ITA ([`ita`]), CTA ([`cta`]) and CPA ([`cpa`], with [`sinkhorn`]).
+//!
+//! **Deviation:** the reference computes the word-side similarity `Sw` twice with identical
+//! inputs; it is computed once here (same value, same gradient).
+
+pub mod cpa;
+pub mod cta;
+pub mod ita;
+pub mod sinkhorn;
+
+use burn::tensor::{Bool, Tensor, backend::Backend};
+use serde::{Deserialize, Serialize};
+
+pub use cpa::{CpaConfig, normalize_prototypes};
+pub use cta::{CtaConfig, PatchWeighting, QuantileRange};
+pub use ita::{ItaConfig, ItaOutput};
+pub use sinkhorn::{AllReduce, LocalReduce, SinkhornConfig, SinkhornScope};
+
+/// How two directions (or two sides) of a symmetric loss are combined.
+///
+/// The reference sums ITA's two directions and CTA's two sides, where the paper's formulation
+/// (as the spec reads it) averages them (`losses.md` §8 rows 4 and 5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reduction {
+    /// `a + b` (the reference).
+    Sum,
+    /// `(a + b) / 2` (the paper).
+    Mean,
+}
+
+impl Reduction {
+    /// Combine two terms.
+    pub fn combine<B: Backend>(self, a: Tensor<B, 1>, b: Tensor<B, 1>) -> Tensor<B, 1> {
+        match self {
+            Reduction::Sum => a + b,
+            Reduction::Mean => (a + b).div_scalar(2.0),
+        }
+    }
+}
+
+/// Configuration of the whole objective; see [`crate::config::MgcaConfig`] for the presets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ObjectiveConfig {
+    /// Instance-level image–report alignment.
+    pub ita: ItaConfig,
+    /// Token-level cross-modal alignment.
+    pub cta: CtaConfig,
+    /// Cross-modal prototype alignment.
+    pub cpa: CpaConfig,
+    /// λ₁, the weight of `L_ITA` (reference and paper: 1).
+    pub lambda_ita: f32,
+    /// λ₂, the weight of `L_CTA` (reference CLI and paper: 1; the module default 0.7 is dead).
+    pub lambda_cta: f32,
+    /// λ₃, the weight of `L_CPA` (reference CLI and paper: 1; the module default 0.5 is dead).
+    pub lambda_cpa: f32,
+}
+
+/// What the objective consumes: the projection heads' outputs of one device's batch.
+///
+/// Shapes: `N` samples, `D` embedding width, `M` image tokens (196 ViT, 361 ResNet), `W` word
+/// slots (111, padding included), `H` attention heads, `K` prototypes.
+#[derive(Debug, Clone)]
+pub struct ObjectiveInputs<B: Backend> {
+    /// Global image embedding, not yet normalised. `[N, D]`
+    pub img_emb: Tensor<B, 2>,
+    /// Global report embedding, not yet normalised. `[N, D]`
+    pub report_emb: Tensor<B, 2>,
+    /// Local image-token (patch) embeddings, not yet normalised. `[N, M, D]`
+    pub patch_emb: Tensor<B, 3>,
+    /// Local word embeddings, padding slots included, not yet normalised. `[N, W, D]`
+    pub word_emb: Tensor<B, 3>,
+    /// Merged-word [CLS] attention as the text encoder hands it over (0 on padding). `[N, W]`
+    pub word_attn: Tensor<B, 2>,
+    /// True where the word slot is "[PAD]". `[N, W]`
+    pub word_pad: Tensor<B, 2, Bool>,
+    /// The last ViT block's [CLS]→patch attention per head; `None` for ResNet. `[N, H, M]`
+    pub patch_attn: Option<Tensor<B, 3>>,
+    /// Prototype rows, already re-normalised by [`normalize_prototypes`]. `[K, D]`
+    pub prototypes: Tensor<B, 2>,
+}
+
+/// The objective's value and its logged parts (each part already multiplied by its λ).
+#[derive(Debug, Clone)]
+pub struct ObjectiveOutput<B: Backend> {
+    /// `L`, the value that is minimised. `[1]`
+    pub total: Tensor<B, 1>,
+    /// `λ₁·L_ITA`. `[1]`
+    pub ita: Tensor<B, 1>,
+    /// `λ₂·L_CTA` (logged as `loss_local`). `[1]`
+    pub local: Tensor<B, 1>,
+    /// `λ₃·L_CPA` (logged as `loss_proto`). `[1]`
+    pub proto: Tensor<B, 1>,
+    /// Retrieval accuracy @1 in percent, mean of both directions (no gradient). `[1]`
+    pub acc1: Tensor<B, 1>,
+    /// Retrieval accuracy @5 in percent, mean of both directions (no gradient). `[1]`
+    pub acc5: Tensor<B, 1>,
+}
+
+// ANCHOR: objective
+/// The MGCA objective of one device's batch.
+#[derive(Debug, Clone)]
+pub struct Objective {
+    config: ObjectiveConfig,
+}
+
+impl Objective {
+    /// Build the objective from its configuration.
+    pub fn new(config: ObjectiveConfig) -> Self {
+        Self { config }
+    }
+
+    /// The configuration this objective was built with.
+    pub fn config(&self) -> &ObjectiveConfig {
+        &self.config
+    }
+
+    /// `L` on one device's batch, with a per-device Sinkhorn (the reference).
+    pub fn forward<B: Backend>(&self, inputs: ObjectiveInputs<B>) -> ObjectiveOutput<B> {
+        self.forward_with(inputs, &LocalReduce)
+    }
+
+    /// `L` with the Sinkhorn sums all-reduced by `reduce` (the paper's global-batch Sinkhorn
+    /// when [`SinkhornScope::Global`] is configured; a [`LocalReduce`] gives the reference).
+    pub fn forward_with<B: Backend>(
+        &self,
+        inputs: ObjectiveInputs<B>,
+        reduce: &dyn AllReduce<B>,
+    ) -> ObjectiveOutput<B> {
+        let c = &self.config;
+        let v = l2_normalize(inputs.img_emb); // [N, D]
+        let t = l2_normalize(inputs.report_emb); // [N, D]
+        let patches = l2_normalize(inputs.patch_emb); // [N, M, D]
+        let words = l2_normalize(inputs.word_emb); // [N, W, D]
+
+        let ita = c.ita.forward(v.clone(), t.clone());
+        let word_weights = c.cta.word_weights(inputs.word_attn); // [N, W]
+        let patch_weights = c.cta.patch_weights(inputs.patch_attn, &patches); // [N, M]
+        let local = c
+            .cta
+            .forward(patches, words, inputs.word_pad, word_weights, patch_weights);
+        let proto = c.cpa.forward(v, t, inputs.prototypes, reduce);
+
+        let ita_term = ita.loss.mul_scalar(c.lambda_ita);
+        let local_term = local.mul_scalar(c.lambda_cta);
+        let proto_term = proto.mul_scalar(c.lambda_cpa);
+        ObjectiveOutput {
+            total: ita_term.clone() + local_term.clone() + proto_term.clone(),
+            ita: ita_term,
+            local: local_term,
+            proto: proto_term,
+            acc1: ita.acc1,
+            acc5: ita.acc5,
+        }
+    }
+}
+// ANCHOR_END: objective
+
+// ANCHOR: helpers
+/// `x / max(‖x‖₂, 1e-12)` along the last dimension (PyTorch's `F.normalize`).
+pub fn l2_normalize<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    let norm = x.clone().square().sum_dim(D - 1).sqrt().clamp_min(1e-12);
+    x / norm
+}
+
+/// `log Σ exp(x)` along `dim`, stabilised by the (detached) maximum; keeps the dimension.
+pub fn log_sum_exp<B: Backend, const D: usize>(x: Tensor<B, D>, dim: usize) -> Tensor<B, D> {
+    let max = x.clone().detach().max_dim(dim);
+    (x - max.clone()).exp().sum_dim(dim).log() + max
+}
+
+/// The diagonal of a batch of square matrices. `[N, T, T] -> [N, T]`
+///
+/// Extracted by masking rather than recomputed, so that the value is bit-equal to the
+/// matrix entry (retrieval accuracy compares the two).
+pub fn batch_diagonal<B: Backend>(s: Tensor<B, 3>) -> Tensor<B, 2> {
+    let [_, t, _] = s.dims();
+    let eye = Tensor::<B, 2>::eye(t, &s.device()).unsqueeze::<3>(); // [1, T, T]
+    (s * eye).sum_dim(2).squeeze_dim(2)
+}
+
+/// Weighted two-way token cross-entropy of CTA, for one batch of similarity matrices.
+///
+/// `s[n, i, k]` scores token `i` against context `k` of sample `n`; the target of row `i` is
+/// column `i`. Returns `(Σ_n Σ_i w[n,i]·CE(s[n,i,:], i), Σ_n Σ_k w[n,k]·CE(s[n,:,k], k))`, each
+/// divided by the batch size `N`. Weights carry no gradient.
+pub fn token_cross_entropy<B: Backend>(
+    s: Tensor<B, 3>, // [N, T, T]
+    weights: Tensor<B, 2>, // [N, T]
+) -> (Tensor<B, 1>, Tensor<B, 1>) {
+    let n = s.dims()[0] as f32;
+    let diag = batch_diagonal(s.clone()); // [N, T]
+    let rows = log_sum_exp(s.clone(), 2).squeeze_dim::<2>(2) - diag.clone(); // [N, T]
+    let cols = log_sum_exp(s, 1).squeeze_dim::<2>(1) - diag; // [N, T]
+    let by_row = (rows * weights.clone()).sum().div_scalar(n);
+    let by_col = (cols * weights).sum().div_scalar(n);
+    (by_row, by_col)
+}
+// ANCHOR_END: helpers
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,379 @@
+//! Parity with the reference: read a case the reference computed, run our implementation on
+//! its inputs, write our outputs in the same layout, and compare.
+//!
+//! A loss case (`shared/fixtures/losses/*.safetensors`, copied to `golden/reference/losses/`)
+//! holds the `in.*` tensors the reference's loss block received, its `out.*` scalars and
+//! `grad.*` gradients, and a JSON description in the metadata key `fixture` (`encoder`,
+//! `hparams`). Spec: `losses.md` §2–§5; fixture layout: the fixtures' README.
+//!
+//! **Deviation:** none; tolerances are the fixtures': losses within 1e-5 relative, gradients
+//! within 1e-6 absolute + 1e-4 relative.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{Bool, Tensor, TensorData};
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use serde::Deserialize;
+
+use crate::backend::{CpuAutodiff, cpu_device};
+use crate::config::ImageEncoderKind;
+use crate::loss::{Objective, ObjectiveConfig, ObjectiveInputs, normalize_prototypes};
+
+/// Why a case could not be read, run or written. Every variant names the file or tensor.
+#[derive(Debug)]
+pub enum ParityError {
+    /// The file could not be read or written.
+    Io { path: PathBuf, source: std::io::Error },
+    /// The file is not a valid safetensors file.
+    Format { path: PathBuf, message: String },
+    /// The `fixture` metadata is missing or malformed.
+    Metadata { path: PathBuf, message: String },
+    /// A required tensor is absent.
+    MissingTensor { path: PathBuf, name: String },
+    /// A tensor has the wrong element type.
+    DType { path: PathBuf, name: String, dtype: String },
+    /// A tensor's shape does not fit the case.
+    Shape { path: PathBuf, name: String, expected: String, got: Vec<usize> },
+    /// A tensor holds a NaN or an infinity, or a mask holds something other than 0 or 1.
+    BadValue { path: PathBuf, name: String, index: usize, value: f32 },
+}
+
+impl fmt::Display for ParityError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Io { path, source } => write!(f, "{}: {source}", path.display()),
+            Self::Format { path, message } => write!(f, "{}: not a safetensors file: {message}", path.display()),
+            Self::Metadata { path, message } => write!(f, "{}: metadata `fixture`: {message}", path.display()),
+            Self::MissingTensor { path, name } => write!(f, "{}: missing tensor `{name}`", path.display()),
+            Self::DType { path, name, dtype } => {
+                write!(f, "{}: tensor `{name}` is {dtype}, expected F32", path.display())
+            }
+            Self::Shape { path, name, expected, got } => {
+                write!(f, "{}: tensor `{name}` has shape {got:?}, expected {expected}", path.display())
+            }
+            Self::BadValue { path, name, index, value } => {
+                write!(f, "{}: tensor `{name}` holds {value} at flat index {index}", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for ParityError {}
+
+/// A float32 tensor read from or written to a safetensors file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostTensor {
+    /// Dimensions, outermost first.
+    pub shape: Vec<usize>,
+    /// Values in row-major order.
+    pub values: Vec<f32>,
+}
+
+impl HostTensor {
+    /// Copy a burn tensor to the host.
+    pub fn from_tensor<B: burn::tensor::backend::Backend, const D: usize>(t: Tensor<B, D>) -> Self {
+        let shape = t.dims().to_vec();
+        let values = t.into_data().convert::<f32>().to_vec::<f32>().expect("f32 data");
+        Self { shape, values }
+    }
+
+    fn data(&self) -> TensorData {
+        TensorData::new(self.values.clone(), self.shape.clone())
+    }
+}
+
+/// A safetensors file: float32 tensors by name and string metadata.
+#[derive(Debug, Clone, Default)]
+pub struct TensorFile {
+    /// Tensors by name.
+    pub tensors: BTreeMap<String, HostTensor>,
+    /// The header's `__metadata__`.
+    pub metadata: HashMap<String, String>,
+}
+
+impl TensorFile {
+    /// Read every tensor of `path`; all must be float32.
+    pub fn read(path: &Path) -> Result<Self, ParityError> {
+        let bytes = std::fs::read(path).map_err(|source| ParityError::Io { path: path.into(), source })?;
+        let format = |e: safetensors::SafeTensorError| ParityError::Format { path: path.into(), message: e.to_string() };
+        let (_, header) = SafeTensors::read_metadata(&bytes).map_err(format)?;
+        let file = SafeTensors::deserialize(&bytes).map_err(format)?;
+        let mut tensors = BTreeMap::new();
+        for (name, view) in file.tensors() {
+            if view.dtype() != Dtype::F32 {
+                return Err(ParityError::DType { path: path.into(), name, dtype: format!("{:?}", view.dtype()) });
+            }
+            let values = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+            tensors.insert(name, HostTensor { shape: view.shape().to_vec(), values });
+        }
+        Ok(Self { tensors, metadata: header.metadata().clone().unwrap_or_default() })
+    }
+
+    /// Write all tensors (float32, little-endian) and the metadata to `path`.
+    pub fn write(&self, path: &Path) -> Result<(), ParityError> {
+        let bytes: Vec<(&String, Vec<u8>)> = self
+            .tensors
+            .iter()
+            .map(|(name, t)| (name, t.values.iter().flat_map(|v| v.to_le_bytes()).collect()))
+            .collect();
+        let views = bytes.iter().map(|(name, b)| {
+            let shape = self.tensors[*name].shape.clone();
+            (name.as_str(), TensorView::new(Dtype::F32, shape, b).expect("consistent view"))
+        });
+        let metadata = (!self.metadata.is_empty()).then(|| self.metadata.clone());
+        safetensors::tensor::serialize_to_file(views, metadata, path)
+            .map_err(|e| ParityError::Io { path: path.into(), source: std::io::Error::other(e.to_string()) })
+    }
+
+    fn get(&self, path: &Path, name: &str) -> Result<&HostTensor, ParityError> {
+        self.tensors.get(name).ok_or_else(|| ParityError::MissingTensor { path: path.into(), name: name.into() })
+    }
+}
+
+/// The `fixture` metadata of a loss case.
+#[derive(Debug, Clone, Deserialize)]
+struct FixtureMeta {
+    encoder: String,
+    #[serde(default)]
+    hparams: Hparams,
+}
+
+/// The reference's hyperparameter names; absent fields keep the reference's values.
+#[derive(Debug, Clone, Default, Deserialize)]
+struct Hparams {
+    ita_temperature: Option<f32>,
+    local_temperature: Option<f32>,
+    proto_temperature: Option<f32>,
+    epsilon: Option<f32>,
+    sinkhorn_iterations: Option<usize>,
+    lambdas: Option<[f32; 3]>,
+    bidirectional: Option<bool>,
+}
+
+/// A validated loss case: its configuration and inputs.
+#[derive(Debug, Clone)]
+pub struct LossCase {
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// Which CTA branch the case exercises.
+    pub encoder: ImageEncoderKind,
+    /// The objective, from the reference's defaults and the case's `hparams`.
+    pub config: ObjectiveConfig,
+    /// Everything the file holds (inputs, and reference outputs when present).
+    pub file: TensorFile,
+}
+
+/// Names of the scalar outputs, in the order they are written and reported.
+pub const SCALARS: [&str; 6] = ["out.loss_ita", "out.loss_local", "out.loss_proto", "out.loss_total", "out.acc1", "out.acc5"];
+/// Names of the gradients, with the input each belongs to.
+pub const GRADIENTS: [(&str, &str); 5] = [
+    ("grad.img_emb", "in.img_emb"),
+    ("grad.patch_emb", "in.patch_emb"),
+    ("grad.report_emb", "in.report_emb"),
+    ("grad.word_emb", "in.word_emb"),
+    ("grad.prototypes", "in.prototypes"),
+];
+
+impl LossCase {
+    /// Read and validate a case: every required tensor present, float32, finite, with shapes
+    /// that agree (`N` samples, `D` width, `M` patches, `W` word slots, `K` prototypes).
+    pub fn read(path: &Path) -> Result<Self, ParityError> {
+        let file = TensorFile::read(path)?;
+        let meta_err = |message: String| ParityError::Metadata { path: path.into(), message };
+        let raw = file.metadata.get("fixture").ok_or_else(|| meta_err("missing".into()))?;
+        let meta: FixtureMeta = serde_json::from_str(raw).map_err(|e| meta_err(e.to_string()))?;
+        let encoder = ImageEncoderKind::from_reference_name(&meta.encoder)
+            .ok_or_else(|| meta_err(format!("unknown encoder `{}` (vit_base or resnet_50)", meta.encoder)))?;
+        let mut config = ObjectiveConfig::reference(encoder);
+        let h = meta.hparams;
+        if let Some(v) = h.ita_temperature {
+            config.ita.temperature = v;
+        }
+        if let Some(v) = h.local_temperature {
+            config.cta.temperature = v;
+        }
+        if let Some(v) = h.proto_temperature {
+            config.cpa.temperature = v;
+        }
+        if let Some(v) = h.epsilon {
+            config.cpa.sinkhorn.epsilon = v;
+        }
+        if let Some(v) = h.sinkhorn_iterations {
+            config.cpa.sinkhorn.iterations = v;
+        }
+        if let Some([a, b, c]) = h.lambdas {
+            (config.lambda_ita, config.lambda_cta, config.lambda_cpa) = (a, b, c);
+        }
+        if let Some(v) = h.bidirectional {
+            config.cta.bidirectional = v;
+        }
+        let case = Self { path: path.into(), encoder, config, file };
+        case.validate()?;
+        Ok(case)
+    }
+
+    fn validate(&self) -> Result<(), ParityError> {
+        let path = self.path.as_path();
+        let shape_err = |name: &str, expected: String, got: &[usize]| ParityError::Shape {
+            path: path.into(),
+            name: name.into(),
+            expected,
+            got: got.to_vec(),
+        };
+        let img = self.file.get(path, "in.img_emb")?;
+        let [n, d] = img.shape[..] else {
+            return Err(shape_err("in.img_emb", "[N, D]".into(), &img.shape));
+        };
+        let patch = self.file.get(path, "in.patch_emb")?;
+        let m = *patch.shape.get(1).unwrap_or(&0);
+        let word = self.file.get(path, "in.word_emb")?;
+        let w = *word.shape.get(1).unwrap_or(&0);
+        let protos = self.file.get(path, "in.prototypes")?;
+        let k = *protos.shape.first().unwrap_or(&0);
+        let mut expected: Vec<(&str, Vec<usize>, &str)> = vec![
+            ("in.img_emb", vec![n, d], "[N, D]"),
+            ("in.report_emb", vec![n, d], "[N, D]"),
+            ("in.patch_emb", vec![n, m, d], "[N, M, D]"),
+            ("in.word_emb", vec![n, w, d], "[N, W, D]"),
+            ("in.word_attn", vec![n, w], "[N, W]"),
+            ("in.word_pad_mask", vec![n, w], "[N, W]"),
+            ("in.prototypes", vec![k, d], "[K, D]"),
+        ];
+        let heads = self.file.tensors.get("in.vit_cls_attn").and_then(|t| t.shape.get(1).copied()).unwrap_or(1);
+        if self.encoder == ImageEncoderKind::VitBase {
+            expected.push(("in.vit_cls_attn", vec![n, heads, m], "[N, H, M]"));
+        }
+        for (name, shape, pattern) in expected {
+            let t = self.file.get(path, name)?;
+            if t.shape != shape || shape.contains(&0) {
+                let sizes = format!("{pattern} = {shape:?} (N={n}, D={d}, M={m}, W={w}, K={k})");
+                return Err(shape_err(name, sizes, &t.shape));
+            }
+            if let Some((index, &value)) = t.values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+                return Err(ParityError::BadValue { path: path.into(), name: name.into(), index, value });
+            }
+        }
+        let mask = self.file.get(path, "in.word_pad_mask")?;
+        if let Some((index, &value)) = mask.values.iter().enumerate().find(|(_, v)| **v != 0.0 && **v != 1.0) {
+            return Err(ParityError::BadValue { path: path.into(), name: "in.word_pad_mask".into(), index, value });
+        }
+        Ok(())
+    }
+
+    /// Run the objective forward and backward on the CPU and return what the command writes:
+    /// the six `out.*` scalars (shape `[1]`) and the five `grad.*` tensors.
+    pub fn run(&self) -> TensorFile {
+        let dev = cpu_device();
+        let input = |name: &str| self.file.tensors[name].data();
+        let leaf2 = |name: &str| Tensor::<CpuAutodiff, 2>::from_data(input(name), &dev).require_grad();
+        let leaf3 = |name: &str| Tensor::<CpuAutodiff, 3>::from_data(input(name), &dev).require_grad();
+        let (img, report) = (leaf2("in.img_emb"), leaf2("in.report_emb"));
+        let (patch, word) = (leaf3("in.patch_emb"), leaf3("in.word_emb"));
+        // The reference re-normalises the prototype parameter in place, then differentiates
+        // with respect to the normalised rows: make those rows the leaf.
+        let protos = normalize_prototypes(Tensor::<CpuAutodiff, 2>::from_data(input("in.prototypes"), &dev)).require_grad();
+        let word_pad: Tensor<CpuAutodiff, 2, Bool> =
+            Tensor::<CpuAutodiff, 2>::from_data(input("in.word_pad_mask"), &dev).greater_elem(0.5);
+        let patch_attn = (self.encoder == ImageEncoderKind::VitBase)
+            .then(|| Tensor::<CpuAutodiff, 3>::from_data(input("in.vit_cls_attn"), &dev));
+
+        let out = Objective::new(self.config.clone()).forward(ObjectiveInputs {
+            img_emb: img.clone(),
+            report_emb: report.clone(),
+            patch_emb: patch.clone(),
+            word_emb: word.clone(),
+            word_attn: Tensor::from_data(input("in.word_attn"), &dev),
+            word_pad,
+            patch_attn,
+            prototypes: protos.clone(),
+        });
+        let grads = out.total.backward();
+
+        let mut result = TensorFile::default();
+        let scalars = [out.ita, out.local, out.proto, out.total, out.acc1, out.acc5];
+        for (name, value) in SCALARS.iter().zip(scalars) {
+            result.tensors.insert(name.to_string(), HostTensor::from_tensor(value.inner()));
+        }
+        let grad2 = |t: &Tensor<CpuAutodiff, 2>| HostTensor::from_tensor(t.grad(&grads).expect("leaf has a gradient"));
+        let grad3 = |t: &Tensor<CpuAutodiff, 3>| HostTensor::from_tensor(t.grad(&grads).expect("leaf has a gradient"));
+        result.tensors.insert("grad.img_emb".into(), grad2(&img));
+        result.tensors.insert("grad.patch_emb".into(), grad3(&patch));
+        result.tensors.insert("grad.report_emb".into(), grad2(&report));
+        result.tensors.insert("grad.word_emb".into(), grad3(&word));
+        result.tensors.insert("grad.prototypes".into(), grad2(&protos));
+        if let Some(fixture) = self.file.metadata.get("fixture") {
+            result.metadata.insert("fixture".into(), fixture.clone());
+        }
+        result.metadata.insert("produced_by".into(), format!("mgca {} parity losses", env!("CARGO_PKG_VERSION")));
+        result
+    }
+
+    /// Compare our outputs with the reference's `out.*` and `grad.*` tensors held in the case,
+    /// if any. Returns one line per tensor; `None` when the case carries no reference outputs.
+    pub fn compare(&self, ours: &TensorFile) -> Option<Vec<Agreement>> {
+        let names = SCALARS.iter().map(|s| (*s, Tolerance::SCALAR)).chain(GRADIENTS.iter().map(|(g, _)| (*g, Tolerance::GRADIENT)));
+        let lines: Vec<Agreement> = names
+            .filter_map(|(name, tol)| {
+                let want = self.file.tensors.get(name)?;
+                Some(Agreement::measure(name, &ours.tensors[name], want, tol))
+            })
+            .collect();
+        (!lines.is_empty()).then_some(lines)
+    }
+}
+
+/// `|ours − reference| ≤ abs + rel·|reference|`, element-wise.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tolerance {
+    /// Absolute part.
+    pub abs: f64,
+    /// Relative part.
+    pub rel: f64,
+}
+
+impl Tolerance {
+    /// Scalar losses and accuracies: 1e-5 relative.
+    pub const SCALAR: Tolerance = Tolerance { abs: 0.0, rel: 1e-5 };
+    /// Gradients: 1e-6 absolute + 1e-4 relative.
+    pub const GRADIENT: Tolerance = Tolerance { abs: 1e-6, rel: 1e-4 };
+}
+
+/// How closely one tensor of ours agrees with the reference's.
+#[derive(Debug, Clone)]
+pub struct Agreement {
+    /// Tensor name.
+    pub name: String,
+    /// Largest absolute difference.
+    pub max_abs: f64,
+    /// Largest `|diff| / |reference|` over non-zero reference entries.
+    pub max_rel: f64,
+    /// Whether every element is within the tolerance (and the shapes agree).
+    pub ok: bool,
+}
+
+impl Agreement {
+    /// Measure `ours` against `reference` under `tol`.
+    pub fn measure(name: &str, ours: &HostTensor, reference: &HostTensor, tol: Tolerance) -> Self {
+        let mut a = Agreement { name: name.into(), max_abs: 0.0, max_rel: 0.0, ok: ours.shape == reference.shape };
+        for (&o, &r) in ours.values.iter().zip(&reference.values) {
+            let (o, r) = (o as f64, r as f64);
+            let diff = (o - r).abs();
+            a.max_abs = a.max_abs.max(diff);
+            if r != 0.0 {
+                a.max_rel = a.max_rel.max(diff / r.abs());
+            }
+            // Written so that a NaN fails.
+            a.ok &= diff <= tol.abs + tol.rel * r.abs();
+        }
+        a
+    }
+}
+
+impl fmt::Display for Agreement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let verdict = if self.ok { "ok" } else { "FAIL" };
+        write!(f, "{:<18} max abs {:.2e}  max rel {:.2e}  {verdict}", self.name, self.max_abs, self.max_rel)
+    }
+}
