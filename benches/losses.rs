@@ -1,1 +1,47 @@
-fn main(){}
+//! Forward plus backward of the whole MGCA objective on the CPU backend, at the reference's
+//! per-device sizes (N = 72, D = 128, W = 111, K = 500; M = 196 for ViT, 361 for ResNet).
+//!
+//! `cargo bench --bench losses` (or `cargo xtask bench losses`, which also times the PyTorch
+//! script `benches/losses_pytorch.py` on the same sizes and prints the ratio).
+
+use burn::tensor::Tensor;
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use mgca::backend::{CpuAutodiff, cpu_device};
+use mgca::config::{ImageEncoderKind, MgcaConfig};
+use mgca::loss::{BatchShape, Objective, ObjectiveInputs};
+
+/// Leaves that require gradients, as the heads' outputs do in training.
+fn leaves(inputs: &ObjectiveInputs<CpuAutodiff>) -> ObjectiveInputs<CpuAutodiff> {
+    let mut x = inputs.clone();
+    x.img_emb = Tensor::from_inner(x.img_emb.inner()).require_grad();
+    x.report_emb = Tensor::from_inner(x.report_emb.inner()).require_grad();
+    x.patch_emb = Tensor::from_inner(x.patch_emb.inner()).require_grad();
+    x.word_emb = Tensor::from_inner(x.word_emb.inner()).require_grad();
+    x.prototypes = Tensor::from_inner(x.prototypes.inner()).require_grad();
+    x
+}
+
+fn bench(c: &mut Criterion) {
+    let device = cpu_device();
+    let mut group = c.benchmark_group("losses");
+    group.sample_size(20);
+    for (name, encoder, patches) in [("vit_b72", ImageEncoderKind::VitBase, 196), ("resnet_b72", ImageEncoderKind::Resnet50, 361)] {
+        let shape = BatchShape { samples: 72, dim: 128, patches, words: 111, heads: 12, prototypes: 500 };
+        let inputs = ObjectiveInputs::<CpuAutodiff>::random(shape, encoder == ImageEncoderKind::VitBase, 0, &device);
+        let objective = Objective::new(MgcaConfig::reference_for(encoder).objective);
+        group.bench_function(BenchmarkId::new("fwd_bwd", name), |b| {
+            b.iter_batched(
+                || leaves(&inputs),
+                |x| {
+                    let out = objective.forward(x);
+                    out.total.backward()
+                },
+                criterion::BatchSize::SmallInput,
+            )
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

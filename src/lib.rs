@@ -30,4 +30,12 @@ mod book {
     struct Introduction;
     #[doc = include_str!("../book/src/objective.md")]
     struct Objective;
+    #[doc = include_str!("../book/src/ita.md")]
+    struct Ita;
+    #[doc = include_str!("../book/src/cta.md")]
+    struct Cta;
+    #[doc = include_str!("../book/src/cpa.md")]
+    struct Cpa;
+    #[doc = include_str!("../book/src/parity.md")]
+    struct Parity;
 }

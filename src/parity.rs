@@ -324,6 +324,7 @@ impl LossCase {
     }
 }
 
+// ANCHOR: compare
 /// `|ours − reference| ≤ abs + rel·|reference|`, element-wise.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Tolerance {
@@ -370,6 +371,8 @@ impl Agreement {
         a
     }
 }
+
+// ANCHOR_END: compare
 
 impl fmt::Display for Agreement {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -85,6 +85,56 @@ pub struct ObjectiveInputs<B: Backend> {
     pub prototypes: Tensor<B, 2>,
 }
 
+/// The sizes of one device's batch, as the objective sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchShape {
+    /// N, samples on this device (reference: 72).
+    pub samples: usize,
+    /// D, the embedding width (reference: 128).
+    pub dim: usize,
+    /// M, image tokens (196 ViT, 361 ResNet).
+    pub patches: usize,
+    /// W, word slots (111).
+    pub words: usize,
+    /// H, ViT attention heads (12).
+    pub heads: usize,
+    /// K, prototypes (500).
+    pub prototypes: usize,
+}
+
+impl<B: Backend> ObjectiveInputs<B> {
+    /// Random inputs with the statistics of real ones, for benchmarks and property tests:
+    /// Gaussian embeddings; caption lengths drawn in `[W/10, W]` (one full-length caption);
+    /// word attention positive on real slots except the last (the [SEP] slot), 0 on padding;
+    /// a per-head softmax over patches as ViT attention. Deterministic for a given `seed`.
+    pub fn random(shape: BatchShape, with_patch_attn: bool, seed: u64, device: &B::Device) -> Self {
+        use burn::tensor::{Distribution, Int, activation::softmax};
+        B::seed(device, seed);
+        let BatchShape { samples: n, dim: d, patches: m, words: w, heads: h, prototypes: k } = shape;
+        let normal = Distribution::Normal(0.0, 1.0);
+        let lo = (w / 10).max(1);
+        let lengths = Tensor::<B, 1, Int>::random([n], Distribution::Uniform(lo as f64, (w + 1) as f64), device)
+            .slice_assign([0..1], Tensor::from_ints([w as i64], device))
+            .unsqueeze_dim::<2>(1); // [N, 1]
+        let slot = Tensor::<B, 1, Int>::arange(0..w as i64, device).unsqueeze::<2>(); // [1, W]
+        let word_pad = slot.clone().greater_equal(lengths.clone().expand([n, w])); // [N, W]
+        let sep = slot.equal(lengths.sub_scalar(1).expand([n, w]));
+        let word_attn = Tensor::<B, 2>::random([n, w], Distribution::Uniform(1e-3, 1.0), device)
+            .mask_fill(word_pad.clone().bool_or(sep), 0.0);
+        let patch_attn = with_patch_attn.then(|| softmax(Tensor::<B, 3>::random([n, h, m], normal, device), 2));
+        Self {
+            img_emb: Tensor::random([n, d], normal, device),
+            report_emb: Tensor::random([n, d], normal, device),
+            patch_emb: Tensor::random([n, m, d], normal, device),
+            word_emb: Tensor::random([n, w, d], normal, device),
+            word_attn,
+            word_pad,
+            patch_attn,
+            prototypes: normalize_prototypes(Tensor::random([k, d], normal, device)),
+        }
+    }
+}
+
 /// The objective's value and its logged parts (each part already multiplied by its λ).
 #[derive(Debug, Clone)]
 pub struct ObjectiveOutput<B: Backend> {

@@ -1,1 +1,168 @@
-fn main() {}
+//! `cargo xtask` — the project's own tasks: the CI gate, the book, benchmarks.
+//!
+//! Kept light (clap and serde_json only) so that running a task never compiles burn with a
+//! second feature set; every heavy step is a `cargo` child process sharing one target folder.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use clap::{Parser, Subcommand};
+
+mod book;
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "mgca-rs project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Everything CI checks: format, clippy (warnings denied), all tests, the `cuda` feature's
+    /// compile check, and the book.
+    Ci,
+    /// Build the book (installs the pinned mdbook if missing); fails on a broken include.
+    Book {
+        /// Serve it on localhost instead of building once.
+        #[arg(long)]
+        serve: bool,
+    },
+    /// Run a benchmark beside its PyTorch counterpart and print the ratio.
+    Bench {
+        /// Which benchmark.
+        #[arg(value_enum)]
+        which: BenchKind,
+        /// A Python interpreter with torch (default: $MGCA_PYTHON, else python3).
+        #[arg(long)]
+        python: Option<PathBuf>,
+        /// Threads for both sides (default 2).
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum BenchKind {
+    /// The MGCA objective, forward and backward (`benches/losses.rs`).
+    Losses,
+}
+
+type Result<T = ()> = std::result::Result<T, String>;
+
+fn main() -> ExitCode {
+    let result = match Cli::parse().task {
+        Task::Ci => ci(),
+        Task::Book { serve } => book::build(&root(), serve),
+        Task::Bench { which: BenchKind::Losses, python, threads } => bench_losses(python, threads),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root (the parent of this crate's folder).
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+/// Run a command, echoing it; fail with its name if it fails.
+fn run(mut cmd: Command, what: &str) -> Result {
+    eprintln!("xtask: {what}");
+    let status = cmd.status().map_err(|e| format!("{what}: could not start: {e}"))?;
+    if status.success() { Ok(()) } else { Err(format!("{what} failed ({status})")) }
+}
+
+fn ci() -> Result {
+    let started = std::time::Instant::now();
+    let mut fmt = cargo();
+    fmt.args(["fmt", "--all", "--check"]);
+    run(fmt, "format check (cargo fmt --check)")?;
+
+    let mut clippy = cargo();
+    clippy.args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]);
+    run(clippy, "clippy, warnings denied")?;
+
+    let mut test = cargo();
+    test.args(["test", "--workspace"]);
+    run(test, "all tests (cargo test --workspace)")?;
+
+    let mut cuda = cargo();
+    cuda.args(["clippy", "-p", "mgca", "--features", "cuda", "--all-targets", "--", "-D", "warnings"]);
+    run(cuda, "the `cuda` feature compiles (no GPU needed)")?;
+
+    book::build(&root(), false)?;
+    eprintln!("xtask: ci passed in {:.1} min", started.elapsed().as_secs_f64() / 60.0);
+    Ok(())
+}
+
+/// The cargo target folder (honours CARGO_TARGET_DIR and config).
+fn target_dir() -> Result<PathBuf> {
+    let out = cargo()
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .output()
+        .map_err(|e| format!("cargo metadata: {e}"))?;
+    let meta: serde_json::Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("cargo metadata output: {e}"))?;
+    meta["target_directory"].as_str().map(PathBuf::from).ok_or_else(|| "cargo metadata: no target_directory".into())
+}
+
+fn bench_losses(python: Option<PathBuf>, threads: usize) -> Result {
+    let cases = ["vit_b72", "resnet_b72"];
+    let mut bench = cargo();
+    bench.args(["bench", "-p", "mgca", "--bench", "losses"]).env("RAYON_NUM_THREADS", threads.to_string());
+    run(bench, "criterion: losses/fwd_bwd (Rust, CPU backend)")?;
+    let criterion = target_dir()?.join("criterion/losses/fwd_bwd");
+    let mut ours = Vec::new();
+    for case in cases {
+        let path = criterion.join(case).join("new/estimates.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let est: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let ns = est["median"]["point_estimate"].as_f64().ok_or_else(|| format!("{}: no median", path.display()))?;
+        ours.push(ns / 1e6);
+    }
+
+    let python = python
+        .or_else(|| std::env::var_os("MGCA_PYTHON").map(PathBuf::from))
+        .unwrap_or_else(|| "python3".into());
+    let script = root().join("benches/losses_pytorch.py");
+    eprintln!("xtask: PyTorch reference timing with {}", python.display());
+    let out = Command::new(&python)
+        .arg(&script)
+        .args(["--bench", "--threads", &threads.to_string()])
+        .output()
+        .map_err(|e| format!("{}: {e}", python.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "the PyTorch side failed; give a Python with torch via --python or MGCA_PYTHON \
+             (e.g. `python3 -m venv ~/.cache/torch-venv && ~/.cache/torch-venv/bin/pip install torch numpy safetensors`):\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut torch_version = String::from("?");
+    println!("\nlosses/fwd_bwd, median per iteration, {threads} threads:");
+    println!("{:<12} {:>12} {:>12} {:>14}", "case", "rust (ms)", "pytorch (ms)", "rust/pytorch");
+    for (case, rust_ms) in cases.iter().zip(&ours) {
+        let line = stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["case"] == *case)
+            .ok_or_else(|| format!("the PyTorch script printed no line for {case}"))?;
+        let torch_ms = line["median_ms"].as_f64().ok_or("no median_ms")?;
+        torch_version = line["torch"].as_str().unwrap_or("?").to_string();
+        println!("{case:<12} {rust_ms:>12.1} {torch_ms:>12.1} {:>14.2}", rust_ms / torch_ms);
+    }
+    println!("(PyTorch {torch_version}; target: rust/pytorch <= 0.5)");
+    Ok(())
+}
