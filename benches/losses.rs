@@ -8,7 +8,7 @@ use burn::tensor::Tensor;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use mgca::backend::{CpuAutodiff, cpu_device};
 use mgca::config::{ImageEncoderKind, MgcaConfig};
-use mgca::loss::{BatchShape, Objective, ObjectiveInputs};
+use mgca::loss::{BatchShape, CtaEngine, Objective, ObjectiveInputs};
 
 /// Leaves that require gradients, as the heads' outputs do in training.
 fn leaves(inputs: &ObjectiveInputs<CpuAutodiff>) -> ObjectiveInputs<CpuAutodiff> {
@@ -25,20 +25,26 @@ fn bench(c: &mut Criterion) {
     let device = cpu_device();
     let mut group = c.benchmark_group("losses");
     group.sample_size(20);
-    for (name, encoder, patches) in [("vit_b72", ImageEncoderKind::VitBase, 196), ("resnet_b72", ImageEncoderKind::Resnet50, 361)] {
+    for (name, encoder, patches) in
+        [("vit_b72", ImageEncoderKind::VitBase, 196), ("resnet_b72", ImageEncoderKind::Resnet50, 361)]
+    {
         let shape = BatchShape { samples: 72, dim: 128, patches, words: 111, heads: 12, prototypes: 500 };
         let inputs = ObjectiveInputs::<CpuAutodiff>::random(shape, encoder == ImageEncoderKind::VitBase, 0, &device);
-        let objective = Objective::new(MgcaConfig::reference_for(encoder).objective);
-        group.bench_function(BenchmarkId::new("fwd_bwd", name), |b| {
-            b.iter_batched(
-                || leaves(&inputs),
-                |x| {
-                    let out = objective.forward(x);
-                    out.total.backward()
-                },
-                criterion::BatchSize::SmallInput,
-            )
-        });
+        // `fwd_bwd`: the CPU path (CTA as the fused kernel); `fwd_bwd_graph`: CTA as a burn
+        // autodiff graph, the path a GPU backend takes.
+        for (function, engine) in [("fwd_bwd", CtaEngine::FusedCpu), ("fwd_bwd_graph", CtaEngine::Graph)] {
+            let objective = Objective::new(MgcaConfig::reference_for(encoder).objective).with_engine(engine);
+            group.bench_function(BenchmarkId::new(function, name), |b| {
+                b.iter_batched(
+                    || leaves(&inputs),
+                    |x| {
+                        let out = objective.forward(x);
+                        out.total.backward()
+                    },
+                    criterion::BatchSize::SmallInput,
+                )
+            });
+        }
     }
     group.finish();
 }

@@ -92,7 +92,12 @@ impl MgcaConfig {
 
     /// The reference's configuration for either image encoder.
     pub fn reference_for(image_encoder: ImageEncoderKind) -> Self {
-        Self { image_encoder, embed_dim: 128, num_prototypes: 500, objective: ObjectiveConfig::reference(image_encoder) }
+        Self {
+            image_encoder,
+            embed_dim: 128,
+            num_prototypes: 500,
+            objective: ObjectiveConfig::reference(image_encoder),
+        }
     }
 
     /// The paper's stated choices where they differ from the code.

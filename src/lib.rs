@@ -38,4 +38,6 @@ mod book {
     struct Cpa;
     #[doc = include_str!("../book/src/parity.md")]
     struct Parity;
+    #[doc = include_str!("../book/src/build.md")]
+    struct Build;
 }

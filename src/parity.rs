@@ -19,7 +19,7 @@ use serde::Deserialize;
 
 use crate::backend::{CpuAutodiff, cpu_device};
 use crate::config::ImageEncoderKind;
-use crate::loss::{Objective, ObjectiveConfig, ObjectiveInputs, normalize_prototypes};
+use crate::loss::{CtaEngine, Objective, ObjectiveConfig, ObjectiveInputs, normalize_prototypes};
 
 /// Why a case could not be read, run or written. Every variant names the file or tensor.
 #[derive(Debug)]
@@ -97,7 +97,8 @@ impl TensorFile {
     /// Read every tensor of `path`; all must be float32.
     pub fn read(path: &Path) -> Result<Self, ParityError> {
         let bytes = std::fs::read(path).map_err(|source| ParityError::Io { path: path.into(), source })?;
-        let format = |e: safetensors::SafeTensorError| ParityError::Format { path: path.into(), message: e.to_string() };
+        let format =
+            |e: safetensors::SafeTensorError| ParityError::Format { path: path.into(), message: e.to_string() };
         let (_, header) = SafeTensors::read_metadata(&bytes).map_err(format)?;
         let file = SafeTensors::deserialize(&bytes).map_err(format)?;
         let mut tensors = BTreeMap::new();
@@ -166,7 +167,8 @@ pub struct LossCase {
 }
 
 /// Names of the scalar outputs, in the order they are written and reported.
-pub const SCALARS: [&str; 6] = ["out.loss_ita", "out.loss_local", "out.loss_proto", "out.loss_total", "out.acc1", "out.acc5"];
+pub const SCALARS: [&str; 6] =
+    ["out.loss_ita", "out.loss_local", "out.loss_proto", "out.loss_total", "out.acc1", "out.acc5"];
 /// Names of the gradients, with the input each belongs to.
 pub const GRADIENTS: [(&str, &str); 5] = [
     ("grad.img_emb", "in.img_emb"),
@@ -262,9 +264,10 @@ impl LossCase {
         Ok(())
     }
 
-    /// Run the objective forward and backward on the CPU and return what the command writes:
-    /// the six `out.*` scalars (shape `[1]`) and the five `grad.*` tensors.
-    pub fn run(&self) -> TensorFile {
+    /// Run the objective forward and backward on the CPU, with CTA computed by `engine`, and
+    /// return what the command writes: the six `out.*` scalars (shape `[1]`) and the five
+    /// `grad.*` tensors.
+    pub fn run(&self, engine: CtaEngine) -> TensorFile {
         let dev = cpu_device();
         let input = |name: &str| self.file.tensors[name].data();
         let leaf2 = |name: &str| Tensor::<CpuAutodiff, 2>::from_data(input(name), &dev).require_grad();
@@ -273,13 +276,14 @@ impl LossCase {
         let (patch, word) = (leaf3("in.patch_emb"), leaf3("in.word_emb"));
         // The reference re-normalises the prototype parameter in place, then differentiates
         // with respect to the normalised rows: make those rows the leaf.
-        let protos = normalize_prototypes(Tensor::<CpuAutodiff, 2>::from_data(input("in.prototypes"), &dev)).require_grad();
+        let protos =
+            normalize_prototypes(Tensor::<CpuAutodiff, 2>::from_data(input("in.prototypes"), &dev)).require_grad();
         let word_pad: Tensor<CpuAutodiff, 2, Bool> =
             Tensor::<CpuAutodiff, 2>::from_data(input("in.word_pad_mask"), &dev).greater_elem(0.5);
         let patch_attn = (self.encoder == ImageEncoderKind::VitBase)
             .then(|| Tensor::<CpuAutodiff, 3>::from_data(input("in.vit_cls_attn"), &dev));
 
-        let out = Objective::new(self.config.clone()).forward(ObjectiveInputs {
+        let out = Objective::new(self.config.clone()).with_engine(engine).forward(ObjectiveInputs {
             img_emb: img.clone(),
             report_emb: report.clone(),
             patch_emb: patch.clone(),
@@ -313,7 +317,10 @@ impl LossCase {
     /// Compare our outputs with the reference's `out.*` and `grad.*` tensors held in the case,
     /// if any. Returns one line per tensor; `None` when the case carries no reference outputs.
     pub fn compare(&self, ours: &TensorFile) -> Option<Vec<Agreement>> {
-        let names = SCALARS.iter().map(|s| (*s, Tolerance::SCALAR)).chain(GRADIENTS.iter().map(|(g, _)| (*g, Tolerance::GRADIENT)));
+        let names = SCALARS
+            .iter()
+            .map(|s| (*s, Tolerance::SCALAR))
+            .chain(GRADIENTS.iter().map(|(g, _)| (*g, Tolerance::GRADIENT)));
         let lines: Vec<Agreement> = names
             .filter_map(|(name, tol)| {
                 let want = self.file.tensors.get(name)?;

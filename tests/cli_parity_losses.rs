@@ -36,7 +36,7 @@ fn mgca(input: &Path, output: &Path) -> Output {
 /// Run the command on `case` and check its output file against the case's own reference
 /// tensors, independently of the command's verdict.
 fn check_case(case: &Path) {
-    let out_dir = scratch("ok");
+    let out_dir = scratch(&format!("ok-{}", case.file_stem().unwrap().to_string_lossy()));
     let output = out_dir.join("out.safetensors");
     let run = mgca(case, &output);
     let stdout = String::from_utf8_lossy(&run.stdout);

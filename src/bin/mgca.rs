@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use mgca::loss::CtaEngine;
 use mgca::parity::{LossCase, SCALARS};
 
 #[derive(Parser)]
@@ -38,16 +39,33 @@ enum Parity {
         /// Where to write `out.*` scalars and `grad.*` gradients (float32 safetensors).
         #[arg(long)]
         output: PathBuf,
+        /// How CTA is computed: the fused CPU kernel, or burn's autodiff graph.
+        #[arg(long, value_enum, default_value_t = Engine::Fused)]
+        engine: Engine,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Engine {
+    /// The fused CPU kernel with hand-written gradients (fast).
+    Fused,
+    /// Tensor operations differentiated by burn's autodiff.
+    Graph,
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Parity(Parity::Losses { input, output }) => parity_losses(&input, &output),
+        Command::Parity(Parity::Losses { input, output, engine }) => {
+            let engine = match engine {
+                Engine::Fused => CtaEngine::FusedCpu,
+                Engine::Graph => CtaEngine::Graph,
+            };
+            parity_losses(&input, &output, engine)
+        }
     }
 }
 
-fn parity_losses(input: &std::path::Path, output: &std::path::Path) -> ExitCode {
+fn parity_losses(input: &std::path::Path, output: &std::path::Path, engine: CtaEngine) -> ExitCode {
     let case = match LossCase::read(input) {
         Ok(case) => case,
         Err(e) => {
@@ -55,12 +73,12 @@ fn parity_losses(input: &std::path::Path, output: &std::path::Path) -> ExitCode 
             return ExitCode::from(2);
         }
     };
-    let ours = case.run();
+    let ours = case.run(engine);
     if let Err(e) = ours.write(output) {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
-    println!("case {} ({:?} branch)", input.display(), case.encoder);
+    println!("case {} ({:?} branch, CTA engine {engine:?})", input.display(), case.encoder);
     for name in SCALARS {
         println!("  {name:<16} {:>12.6}", ours.tensors[name].values[0]);
     }

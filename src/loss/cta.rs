@@ -15,9 +15,10 @@
 //! are summed (`side_reduction`); weights are quantile-clipped (`word_weight_clip`,
 //! `patch_weight_clip`). The attention is parameter-free, as in the published run.
 
-use burn::tensor::{Bool, Tensor, activation::softmax, backend::Backend};
+use burn::tensor::{Bool, Tensor, TensorData, activation::softmax, backend::Backend};
 use serde::{Deserialize, Serialize};
 
+use super::cta_cpu::CtaKernel;
 use super::{Reduction, l2_normalize, token_cross_entropy};
 
 /// A pair of quantile levels `(lo, hi)` to clip token weights to (reference: 0.1 and 0.9).
@@ -130,7 +131,7 @@ impl CtaConfig {
 /// Clip each row's valid entries to its `(lo, hi)` quantiles (if any), zero the rest, and
 /// divide by the row sum. `[N, T] -> [N, T]`. A row without valid entries gets all zeros.
 pub fn normalized_token_weights<B: Backend>(
-    w: Tensor<B, 2>, // [N, T]
+    w: Tensor<B, 2>,           // [N, T]
     valid: Tensor<B, 2, Bool>, // [N, T]
     clip: Option<QuantileRange>,
 ) -> Tensor<B, 2> {
@@ -155,7 +156,7 @@ pub fn normalized_token_weights<B: Backend>(
 /// in positions `0..n_b`; rank `r = q·(n_b − 1)` is computed in f32 as PyTorch does, and the
 /// value is `lerp(x_⌊r⌋, x_⌈r⌉, r − ⌊r⌋)` with PyTorch's two-sided lerp formula.
 pub fn masked_quantiles<B: Backend>(
-    w: Tensor<B, 2>, // [N, T]
+    w: Tensor<B, 2>,             // [N, T]
     invalid: Tensor<B, 2, Bool>, // [N, T]
     levels: [f32; 2],
 ) -> (Tensor<B, 2>, Tensor<B, 2>) {
@@ -185,11 +186,11 @@ impl CtaConfig {
     /// `L_CTA` from L2-normalised patch and word embeddings and constant weights.
     pub fn forward<B: Backend>(
         &self,
-        patches: Tensor<B, 3>, // P [N, M, D]
-        words: Tensor<B, 3>, // Wd [N, W, D]
+        patches: Tensor<B, 3>,        // P [N, M, D]
+        words: Tensor<B, 3>,          // Wd [N, W, D]
         word_pad: Tensor<B, 2, Bool>, // [N, W]
-        word_weights: Tensor<B, 2>, // ω [N, W]
-        patch_weights: Tensor<B, 2>, // π [N, M]
+        word_weights: Tensor<B, 2>,   // ω [N, W]
+        patch_weights: Tensor<B, 2>,  // π [N, M]
     ) -> Tensor<B, 1> {
         let tau = self.temperature;
         let patches_t = patches.clone().swap_dims(1, 2); // [N, D, M]
@@ -223,6 +224,51 @@ impl CtaConfig {
     }
 }
 // ANCHOR_END: cta
+
+// ANCHOR: fused
+impl CtaConfig {
+    /// `L_CTA` computed by the fused CPU kernel ([`super::cta_cpu`]), same arguments and result
+    /// as [`CtaConfig::forward`]. The kernel returns the loss and its gradients with respect to
+    /// `patches` and `words`; they enter the autodiff graph through
+    /// `L + ⟨P, ∂L/∂P⟩ + ⟨Wd, ∂L/∂Wd⟩ − stop_gradient(⟨P, ∂L/∂P⟩ + ⟨Wd, ∂L/∂Wd⟩)`, whose value is
+    /// `L` and whose gradient is the kernel's. Runs on the host: meant for CPU backends.
+    pub fn forward_fused<B: Backend>(
+        &self,
+        patches: Tensor<B, 3>,        // P [N, M, D]
+        words: Tensor<B, 3>,          // Wd [N, W, D]
+        word_pad: Tensor<B, 2, Bool>, // [N, W]
+        word_weights: Tensor<B, 2>,   // ω [N, W]
+        patch_weights: Tensor<B, 2>,  // π [N, M]
+    ) -> Tensor<B, 1> {
+        let ([n, m, d], w) = (patches.dims(), words.dims()[1]);
+        let floats = |t: TensorData| t.convert::<f32>().into_vec::<f32>().expect("f32 tensor");
+        let side = match self.side_reduction {
+            Reduction::Sum => 1.0,
+            Reduction::Mean => 0.5,
+        };
+        let kernel = CtaKernel {
+            temperature: self.temperature,
+            bidirectional: self.bidirectional,
+            normalize_patch_context: self.normalize_patch_context,
+            side_weights: if self.bidirectional { (side, side) } else { (1.0, 0.0) },
+        };
+        let r = kernel.run(
+            [n, m, w, d],
+            &floats(patches.to_data()),
+            &floats(words.to_data()),
+            &word_pad.into_data().into_vec::<bool>().expect("bool tensor"),
+            &floats(word_weights.into_data()),
+            &floats(patch_weights.into_data()),
+        );
+        let loss = if self.bidirectional { side as f64 * (r.word_loss + r.patch_loss) } else { r.word_loss };
+        let device = patches.device();
+        let grad_p = Tensor::<B, 3>::from_data(TensorData::new(r.grad_patches, [n, m, d]), &device);
+        let grad_w = Tensor::<B, 3>::from_data(TensorData::new(r.grad_words, [n, w, d]), &device);
+        let link = (patches * grad_p).sum() + (words * grad_w).sum();
+        link.clone() - link.detach() + Tensor::from_floats([loss as f32], &device)
+    }
+}
+// ANCHOR_END: fused
 
 #[cfg(test)]
 mod tests {

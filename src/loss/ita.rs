@@ -55,9 +55,7 @@ impl ItaConfig {
 
         let ce_i2t = log_sum_exp(s.clone(), 1).squeeze_dim::<1>(1) - diag.clone(); // [N]
         let ce_t2i = log_sum_exp(s.clone(), 0).squeeze_dim::<1>(0) - diag.clone(); // [N]
-        let loss = self
-            .reduction
-            .combine(ce_i2t.sum().div_scalar(n), ce_t2i.sum().div_scalar(n));
+        let loss = self.reduction.combine(ce_i2t.sum().div_scalar(n), ce_t2i.sum().div_scalar(n));
 
         let (acc1, acc5) = retrieval_accuracy(s.detach(), diag.detach());
         ItaOutput { loss, acc1, acc5 }
@@ -70,7 +68,7 @@ impl ItaConfig {
 /// than the diagonal entry; it counts for acc@k when `r < k`. This equals "i is among the top-k
 /// indices" of the reference's `topk` up to ties, which have measure zero.
 pub fn retrieval_accuracy<B: Backend>(
-    s: Tensor<B, 2>, // [N, N]
+    s: Tensor<B, 2>,    // [N, N]
     diag: Tensor<B, 1>, // [N]
 ) -> (Tensor<B, 1>, Tensor<B, 1>) {
     let n = diag.dims()[0];

@@ -10,6 +10,7 @@
 
 pub mod cpa;
 pub mod cta;
+pub mod cta_cpu;
 pub mod ita;
 pub mod sinkhorn;
 
@@ -153,16 +154,33 @@ pub struct ObjectiveOutput<B: Backend> {
 }
 
 // ANCHOR: objective
+/// How CTA, the objective's expensive part, is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CtaEngine {
+    /// Tensor operations differentiated by burn's autodiff: any backend (GPU included).
+    #[default]
+    Graph,
+    /// The fused CPU kernel with hand-written gradients ([`cta_cpu`]): CPU backends only.
+    FusedCpu,
+}
+
 /// The MGCA objective of one device's batch.
 #[derive(Debug, Clone)]
 pub struct Objective {
     config: ObjectiveConfig,
+    engine: CtaEngine,
 }
 
 impl Objective {
-    /// Build the objective from its configuration.
+    /// Build the objective from its configuration (CTA as a tensor graph).
     pub fn new(config: ObjectiveConfig) -> Self {
-        Self { config }
+        Self { config, engine: CtaEngine::Graph }
+    }
+
+    /// Choose how CTA is computed; the value and gradients are the same either way.
+    pub fn with_engine(mut self, engine: CtaEngine) -> Self {
+        self.engine = engine;
+        self
     }
 
     /// The configuration this objective was built with.
@@ -191,9 +209,10 @@ impl Objective {
         let ita = c.ita.forward(v.clone(), t.clone());
         let word_weights = c.cta.word_weights(inputs.word_attn); // [N, W]
         let patch_weights = c.cta.patch_weights(inputs.patch_attn, &patches); // [N, M]
-        let local = c
-            .cta
-            .forward(patches, words, inputs.word_pad, word_weights, patch_weights);
+        let local = match self.engine {
+            CtaEngine::Graph => c.cta.forward(patches, words, inputs.word_pad, word_weights, patch_weights),
+            CtaEngine::FusedCpu => c.cta.forward_fused(patches, words, inputs.word_pad, word_weights, patch_weights),
+        };
         let proto = c.cpa.forward(v, t, inputs.prototypes, reduce);
 
         let ita_term = ita.loss.mul_scalar(c.lambda_ita);
@@ -240,7 +259,7 @@ pub fn batch_diagonal<B: Backend>(s: Tensor<B, 3>) -> Tensor<B, 2> {
 /// column `i`. Returns `(Σ_n Σ_i w[n,i]·CE(s[n,i,:], i), Σ_n Σ_k w[n,k]·CE(s[n,:,k], k))`, each
 /// divided by the batch size `N`. Weights carry no gradient.
 pub fn token_cross_entropy<B: Backend>(
-    s: Tensor<B, 3>, // [N, T, T]
+    s: Tensor<B, 3>,       // [N, T, T]
     weights: Tensor<B, 2>, // [N, T]
 ) -> (Tensor<B, 1>, Tensor<B, 1>) {
     let n = s.dims()[0] as f32;

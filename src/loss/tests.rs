@@ -3,7 +3,10 @@
 
 use std::path::PathBuf;
 
+use crate::loss::CtaEngine;
 use crate::parity::{GRADIENTS, LossCase, SCALARS};
+
+const ENGINES: [CtaEngine; 2] = [CtaEngine::Graph, CtaEngine::FusedCpu];
 
 fn cases() -> Vec<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("golden/reference/losses");
@@ -19,17 +22,19 @@ fn cases() -> Vec<PathBuf> {
     cases
 }
 
-/// Every case: the three losses, the total and both accuracies within 1e-5 relative; every
-/// gradient within 1e-6 absolute + 1e-4 relative, element by element.
+/// Every case, with both CTA engines: the three losses, the total and both accuracies within
+/// 1e-5 relative; every gradient within 1e-6 absolute + 1e-4 relative, element by element.
 #[test]
 fn every_reference_case_agrees() {
     for path in cases() {
         let case = LossCase::read(&path).unwrap();
-        let ours = case.run();
-        let lines = case.compare(&ours).expect("the case carries reference outputs");
-        assert_eq!(lines.len(), SCALARS.len() + GRADIENTS.len());
-        for line in &lines {
-            assert!(line.ok, "{}: {line}", path.display());
+        for engine in ENGINES {
+            let ours = case.run(engine);
+            let lines = case.compare(&ours).expect("the case carries reference outputs");
+            assert_eq!(lines.len(), SCALARS.len() + GRADIENTS.len());
+            for line in &lines {
+                assert!(line.ok, "{} ({engine:?}): {line}", path.display());
+            }
         }
     }
 }
@@ -39,15 +44,15 @@ fn every_reference_case_agrees() {
 /// gradient *as a whole* to agree: ‖ours − ref‖₂ ≤ 1e-4 · ‖ref‖₂.
 #[test]
 fn gradients_agree_as_vectors() {
-    for path in cases() {
+    for (path, engine) in cases().into_iter().flat_map(|p| ENGINES.map(|e| (p.clone(), e))) {
         let case = LossCase::read(&path).unwrap();
-        let ours = case.run();
+        let ours = case.run(engine);
         for (grad, _) in GRADIENTS {
             let (o, r) = (&ours.tensors[grad].values, &case.file.tensors[grad].values);
             let diff: f64 = o.iter().zip(r).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>().sqrt();
             let norm: f64 = r.iter().map(|b| (*b as f64).powi(2)).sum::<f64>().sqrt();
             assert!(norm > 0.0, "{grad} of {} is zero", path.display());
-            assert!(diff <= 1e-4 * norm, "{}: {grad} relative error {:.3e}", path.display(), diff / norm);
+            assert!(diff <= 1e-4 * norm, "{} ({engine:?}): {grad} relative error {:.3e}", path.display(), diff / norm);
         }
     }
 }
@@ -65,10 +70,55 @@ fn each_quirk_is_visible_in_the_fixtures() {
         ("re-normalised ViT patch context", |c| c.cta.normalize_patch_context = true),
         ("averaged CTA sides", |c| c.cta.side_reduction = crate::loss::Reduction::Mean),
     ];
-    for (what, flip) in flips {
+    for ((what, flip), engine) in flips.into_iter().flat_map(|f| ENGINES.map(|e| (f, e))) {
         let mut flipped = case.clone();
         flip(&mut flipped.config);
-        let local = flipped.run().tensors["out.loss_local"].values[0];
-        assert!(((local - reference) / reference).abs() > 1e-4, "{what} left loss_local at {local}");
+        let local = flipped.run(engine).tensors["out.loss_local"].values[0];
+        assert!(((local - reference) / reference).abs() > 1e-4, "{what} ({engine:?}) left loss_local at {local}");
+    }
+}
+
+/// The two engines agree with each other, tightly, on configurations the reference cases do
+/// not exercise: averaged sides, the word side alone, ResNet-style renormalised context on
+/// ViT-style weights, other temperatures.
+#[test]
+fn engines_agree_beyond_the_reference_configuration() {
+    use crate::backend::{CpuAutodiff, cpu_device};
+    use crate::config::ImageEncoderKind;
+    use crate::loss::{BatchShape, Objective, ObjectiveConfig, ObjectiveInputs, Reduction};
+    use burn::tensor::Tensor;
+
+    let shape = BatchShape { samples: 7, dim: 12, patches: 10, words: 9, heads: 3, prototypes: 6 };
+    let variants: [(&str, fn(&mut ObjectiveConfig)); 4] = [
+        ("mean sides", |c| c.cta.side_reduction = Reduction::Mean),
+        ("word side only", |c| c.cta.bidirectional = false),
+        ("normalised context", |c| c.cta.normalize_patch_context = true),
+        ("tau 0.07, no clipping", |c| {
+            c.cta.temperature = 0.07;
+            c.cta.word_weight_clip = None;
+            c.cta.patch_weight_clip = None;
+        }),
+    ];
+    for (what, edit) in variants {
+        let mut config = ObjectiveConfig::reference(ImageEncoderKind::VitBase);
+        edit(&mut config);
+        let run = |engine: CtaEngine| {
+            let mut x = ObjectiveInputs::<CpuAutodiff>::random(shape, true, 7, &cpu_device());
+            x.patch_emb = Tensor::from_inner(x.patch_emb.inner()).require_grad();
+            x.word_emb = Tensor::from_inner(x.word_emb.inner()).require_grad();
+            let (p, w) = (x.patch_emb.clone(), x.word_emb.clone());
+            let out = Objective::new(config.clone()).with_engine(engine).forward(x);
+            let local: f32 = out.local.clone().into_scalar();
+            let grads = out.total.backward();
+            let flat = |t: Tensor<crate::backend::Cpu, 3>| t.into_data().to_vec::<f32>().unwrap();
+            (local, flat(p.grad(&grads).unwrap()), flat(w.grad(&grads).unwrap()))
+        };
+        let (graph, fused) = (run(CtaEngine::Graph), run(CtaEngine::FusedCpu));
+        assert!((graph.0 - fused.0).abs() <= 1e-5 * graph.0.abs(), "{what}: {} vs {}", graph.0, fused.0);
+        for (g, f) in [(&graph.1, &fused.1), (&graph.2, &fused.2)] {
+            let scale = g.iter().fold(0.0f32, |a, b| a.max(b.abs()));
+            let worst = g.iter().zip(f).fold(0.0f32, |a, (x, y)| a.max((x - y).abs()));
+            assert!(scale > 0.0 && worst <= 1e-5 * scale, "{what}: gradient differs by {worst} (scale {scale})");
+        }
     }
 }

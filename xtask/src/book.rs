@@ -107,11 +107,7 @@ fn check_one(chapter: &Path, directive: &str) -> std::result::Result<(), String>
 fn mdbook() -> Result<PathBuf> {
     let want = format!("mdbook v{MDBOOK_VERSION}");
     let version_of = |bin: &Path| {
-        Command::new(bin)
-            .arg("--version")
-            .output()
-            .ok()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        Command::new(bin).arg("--version").output().ok().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
     };
     if version_of(Path::new("mdbook")).as_deref() == Some(want.as_str()) {
         return Ok(PathBuf::from("mdbook"));
@@ -147,7 +143,11 @@ mod tests {
     fn broken_includes_are_reported() {
         let dir = std::env::temp_dir().join(format!("xtask-book-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("code.rs"), "// ANCHOR: good\nfn f() {}\n// ANCHOR_END: good\n// ANCHOR: empty\n// ANCHOR_END: empty\n").unwrap();
+        std::fs::write(
+            dir.join("code.rs"),
+            "// ANCHOR: good\nfn f() {}\n// ANCHOR_END: good\n// ANCHOR: empty\n// ANCHOR_END: empty\n",
+        )
+        .unwrap();
         std::fs::write(
             dir.join("ch.md"),
             "{{#include code.rs:good}}\n{{#include code.rs:missing}}\n{{#include code.rs:empty}}\n{{#include nofile.rs:x}}\n",

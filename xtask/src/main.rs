@@ -132,9 +132,8 @@ fn bench_losses(python: Option<PathBuf>, threads: usize) -> Result {
         ours.push(ns / 1e6);
     }
 
-    let python = python
-        .or_else(|| std::env::var_os("MGCA_PYTHON").map(PathBuf::from))
-        .unwrap_or_else(|| "python3".into());
+    let python =
+        python.or_else(|| std::env::var_os("MGCA_PYTHON").map(PathBuf::from)).unwrap_or_else(|| "python3".into());
     let script = root().join("benches/losses_pytorch.py");
     eprintln!("xtask: PyTorch reference timing with {}", python.display());
     let out = Command::new(&python)
