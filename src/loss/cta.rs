@@ -112,10 +112,14 @@ impl CtaConfig {
 
     /// Patch weights π (`[N, M]`, no gradient): the head-averaged [CLS] attention, clipped over
     /// all patches and renormalised; or uniform.
-    pub fn patch_weights<B: Backend>(&self, patch_attn: Option<Tensor<B, 3>>, patches: &Tensor<B, 3>) -> Tensor<B, 2> {
-        let [n, m, _] = patches.dims();
+    pub fn patch_weights<B: Backend>(
+        &self,
+        patch_attn: Option<Tensor<B, 3>>, // [N, H, M]
+        [n, m]: [usize; 2],
+        device: &B::Device,
+    ) -> Tensor<B, 2> {
         match (self.patch_weighting, patch_attn) {
-            (PatchWeighting::Uniform, _) => Tensor::full([n, m], 1.0 / m as f32, &patches.device()),
+            (PatchWeighting::Uniform, _) => Tensor::full([n, m], 1.0 / m as f32, device),
             (PatchWeighting::ClsAttention, Some(attn)) => {
                 let a = attn.detach().mean_dim(1).squeeze_dim::<2>(1); // [N, H, M] -> [N, M]
                 let valid = Tensor::<B, 2, Bool>::full([n, m], true, &a.device());
@@ -242,6 +246,9 @@ impl CtaConfig {
     ) -> Tensor<B, 1> {
         let ([n, m, d], w) = (patches.dims(), words.dims()[1]);
         let floats = |t: TensorData| t.convert::<f32>().into_vec::<f32>().expect("f32 tensor");
+        // `x · 1` is a fresh, uniquely owned copy: its data leaves the backend without the
+        // element-by-element gather that a tensor still shared with the graph would need.
+        let host = |t: &Tensor<B, 3>| floats(t.clone().detach().mul_scalar(1.0).into_data());
         let side = match self.side_reduction {
             Reduction::Sum => 1.0,
             Reduction::Mean => 0.5,
@@ -254,8 +261,8 @@ impl CtaConfig {
         };
         let r = kernel.run(
             [n, m, w, d],
-            &floats(patches.to_data()),
-            &floats(words.to_data()),
+            &host(&patches),
+            &host(&words),
             &word_pad.into_data().into_vec::<bool>().expect("bool tensor"),
             &floats(word_weights.into_data()),
             &floats(patch_weights.into_data()),
@@ -334,9 +341,7 @@ mod tests {
 
     #[test]
     fn uniform_patch_weights_for_resnet() {
-        let dev = cpu_device();
-        let p = Tensor::<Cpu, 3>::zeros([2, 4, 3], &dev);
-        let pi = vec2(CtaConfig::reference_resnet().patch_weights(None, &p));
+        let pi = vec2(CtaConfig::reference_resnet().patch_weights::<Cpu>(None, [2, 4], &cpu_device()));
         assert_eq!(pi, vec![0.25; 8]);
     }
 

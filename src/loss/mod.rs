@@ -203,15 +203,17 @@ impl Objective {
         let c = &self.config;
         let v = l2_normalize(inputs.img_emb); // [N, D]
         let t = l2_normalize(inputs.report_emb); // [N, D]
-        let patches = l2_normalize(inputs.patch_emb); // [N, M, D]
-        let words = l2_normalize(inputs.word_emb); // [N, W, D]
-
         let ita = c.ita.forward(v.clone(), t.clone());
-        let word_weights = c.cta.word_weights(inputs.word_attn); // [N, W]
-        let patch_weights = c.cta.patch_weights(inputs.patch_attn, &patches); // [N, M]
+        let [n, m, _] = inputs.patch_emb.dims();
+        let word_weights = c.cta.word_weights(inputs.word_attn); // ω [N, W]
+        let patch_weights = c.cta.patch_weights(inputs.patch_attn, [n, m], &inputs.patch_emb.device()); // π [N, M]
+        let (pad, patches, words) = (inputs.word_pad, inputs.patch_emb, inputs.word_emb);
         let local = match self.engine {
-            CtaEngine::Graph => c.cta.forward(patches, words, inputs.word_pad, word_weights, patch_weights),
-            CtaEngine::FusedCpu => c.cta.forward_fused(patches, words, inputs.word_pad, word_weights, patch_weights),
+            CtaEngine::Graph => {
+                let (patches, words) = (l2_normalize(patches), l2_normalize(words)); // P, Wd
+                c.cta.forward(patches, words, pad, word_weights, patch_weights)
+            }
+            CtaEngine::FusedCpu => c.cta.forward_fused(patches, words, pad, word_weights, patch_weights),
         };
         let proto = c.cpa.forward(v, t, inputs.prototypes, reduce);
 
