@@ -14,7 +14,7 @@
 //!
 //! Why: the graph version runs about thirty element-wise passes over `[N, M, M]`-sized tensors,
 //! each allocating; this kernel keeps one sample's matrices in cache, uses the GEMM kernels of
-//! `matrixmultiply` directly and runs samples in parallel (rayon).
+//! the `gemm` crate directly (one thread each) and runs samples in parallel (rayon).
 //!
 //! **Deviation:** none in the result (the parity tests run both implementations against the
 //! reference). Summation order differs from PyTorch's, within float32 rounding.
@@ -86,23 +86,31 @@ fn gemm(alpha: f32, a: View, b: View, beta: f32, c: &mut [f32]) {
     assert_eq!(k, b.rows, "inner dimensions");
     assert!(c.len() >= m * n);
     // SAFETY: every view was checked to cover rows × cols elements of its slice (View::new),
-    // transposition only swaps strides, and `c` holds m × n elements.
+    // transposition only swaps strides, and `c` holds m × n elements. `gemm` computes
+    // `c ← beta_gemm·c + alpha_gemm·a·b` (its names are swapped with respect to BLAS); it reads
+    // `c` only when `read_dst` is true.
     unsafe {
-        matrixmultiply::sgemm(
+        gemm::gemm(
             m,
-            k,
             n,
-            alpha,
-            a.data.as_ptr(),
-            a.rs,
-            a.cs,
-            b.data.as_ptr(),
-            b.rs,
-            b.cs,
-            beta,
+            k,
             c.as_mut_ptr(),
-            n as isize,
             1,
+            n as isize,
+            beta != 0.0,
+            a.data.as_ptr(),
+            a.cs,
+            a.rs,
+            b.data.as_ptr(),
+            b.cs,
+            b.rs,
+            beta,
+            alpha,
+            false,
+            false,
+            false,
+            // One thread per GEMM: the samples already run in parallel.
+            gemm::Parallelism::None,
         )
     }
 }
@@ -181,18 +189,66 @@ pub fn exp_f32(x: f32) -> f32 {
     y * f32::from_bits(((k as i32 + 127) << 23) as u32)
 }
 
+// Float reductions are not reordered by the compiler (no fast-math), so a plain `sum()` or
+// `fold(max)` runs one element at a time; eight independent accumulators let it vectorise.
+const LANES: usize = 8;
+
+#[inline]
+fn max_of(x: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a = if v > *a { v } else { *a };
+        }
+    }
+    rest.iter().chain(&acc).fold(f32::NEG_INFINITY, |a, &v| if v > a { v } else { a })
+}
+
+#[inline]
+fn sum_of(x: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let rest: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += v;
+        }
+    }
+    acc.iter().sum::<f32>() + rest
+}
+
+#[inline]
+fn dot(x: &[f32], y: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let (cx, cy) = (x.chunks_exact(LANES), y.chunks_exact(LANES));
+    let rest: f32 = cx.remainder().iter().zip(cy.remainder()).map(|(a, b)| a * b).sum();
+    for (a8, b8) in cx.zip(cy) {
+        for ((a, &u), &v) in acc.iter_mut().zip(a8).zip(b8) {
+            *a += u * v;
+        }
+    }
+    acc.iter().sum::<f32>() + rest
+}
+
 /// Row-wise `y = softmax(x/τ)` of a `[rows, cols]` buffer, with masked columns set to 0.
 fn softmax_rows(x: &[f32], y: &mut [f32], cols: usize, tau: f32, masked: Option<&[bool]>) {
+    let inv_tau = 1.0 / tau;
     for (xr, yr) in x.chunks_exact(cols).zip(y.chunks_exact_mut(cols)) {
-        let keep = |j: usize| masked.is_none_or(|m| !m[j]);
-        let mut max = f32::NEG_INFINITY;
-        for (j, &v) in xr.iter().enumerate() {
-            if keep(j) {
-                max = max.max(v / tau);
+        for (o, &v) in yr.iter_mut().zip(xr) {
+            *o = v * inv_tau;
+        }
+        if let Some(mask) = masked {
+            for (o, &m) in yr.iter_mut().zip(mask) {
+                if m {
+                    *o = f32::NEG_INFINITY;
+                }
             }
         }
-        for (o, &v) in yr.iter_mut().zip(xr) {
-            *o = exp_f32(v / tau - max);
+        let max = max_of(yr);
+        for o in yr.iter_mut() {
+            *o = exp_f32(*o - max);
         }
         if let Some(mask) = masked {
             for (o, &m) in yr.iter_mut().zip(mask) {
@@ -201,19 +257,20 @@ fn softmax_rows(x: &[f32], y: &mut [f32], cols: usize, tau: f32, masked: Option<
                 }
             }
         }
-        let sum: f32 = yr.iter().sum();
+        let inv = 1.0 / sum_of(yr);
         for o in yr.iter_mut() {
-            *o /= sum;
+            *o *= inv;
         }
     }
 }
 
 /// `dx = y ⊙ (dy − ⟨y, dy⟩)/τ` row by row, in place over `dy`.
 fn softmax_backward_rows(y: &[f32], dy: &mut [f32], cols: usize, tau: f32) {
+    let inv_tau = 1.0 / tau;
     for (yr, dr) in y.chunks_exact(cols).zip(dy.chunks_exact_mut(cols)) {
-        let dot: f32 = yr.iter().zip(dr.iter()).map(|(a, b)| a * b).sum();
+        let dot = dot(yr, dr);
         for (d, &yv) in dr.iter_mut().zip(yr) {
-            *d = yv * (*d - dot) / tau;
+            *d = yv * (*d - dot) * inv_tau;
         }
     }
 }
@@ -221,9 +278,10 @@ fn softmax_backward_rows(y: &[f32], dy: &mut [f32], cols: usize, tau: f32) {
 /// Normalise rows in place, remembering `max(‖x‖, 1e-12)`.
 fn normalize_rows(x: &mut [f32], norms: &mut [f32], cols: usize) {
     for (r, n) in x.chunks_exact_mut(cols).zip(norms.iter_mut()) {
-        *n = r.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+        *n = dot(r, r).sqrt().max(1e-12);
+        let inv = 1.0 / *n;
         for v in r.iter_mut() {
-            *v /= *n;
+            *v *= inv;
         }
     }
 }
@@ -231,14 +289,15 @@ fn normalize_rows(x: &mut [f32], norms: &mut [f32], cols: usize) {
 /// Backward of `y = x / max(‖x‖, 1e-12)`, in place over `dy`.
 fn normalize_backward_rows(y: &[f32], norms: &[f32], dy: &mut [f32], cols: usize) {
     for ((yr, dr), &n) in y.chunks_exact(cols).zip(dy.chunks_exact_mut(cols)).zip(norms) {
+        let inv = 1.0 / n;
         if n > 1e-12 {
-            let dot: f32 = yr.iter().zip(dr.iter()).map(|(a, b)| a * b).sum();
+            let dot = dot(yr, dr);
             for (d, &yv) in dr.iter_mut().zip(yr) {
-                *d = (*d - yv * dot) / n;
+                *d = (*d - yv * dot) * inv;
             }
         } else {
             for d in dr.iter_mut() {
-                *d /= n;
+                *d *= inv;
             }
         }
     }
@@ -253,14 +312,15 @@ fn two_way_ce(s: &mut [f32], e: &mut [f32], t: usize, w: &[f32], g: f32, lse_r: 
     let e = &mut e[..t * t];
     // Rows: e = exp(s − rowmax), R = e / Σ.
     for ((row, er), lse) in s.chunks_exact(t).zip(e.chunks_exact_mut(t)).zip(lse_r.iter_mut()) {
-        let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+        let max = max_of(row);
         for (o, &v) in er.iter_mut().zip(row) {
             *o = exp_f32(v - max);
         }
-        let sum: f32 = er.iter().sum();
+        let sum = sum_of(er);
         *lse = max + sum.ln();
+        let inv = 1.0 / sum;
         for o in er.iter_mut() {
-            *o /= sum;
+            *o *= inv;
         }
     }
     // Columns: s ← exp(s − colmax), then C = s / Σ_col.
@@ -268,7 +328,7 @@ fn two_way_ce(s: &mut [f32], e: &mut [f32], t: usize, w: &[f32], g: f32, lse_r: 
     cmax.fill(f32::NEG_INFINITY);
     for row in s.chunks_exact(t) {
         for (c, &v) in cmax.iter_mut().zip(row) {
-            *c = c.max(v);
+            *c = if v > *c { v } else { *c };
         }
     }
     let mut loss = 0.0f64;
