@@ -6,8 +6,9 @@
 
 use burn::tensor::Tensor;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use mgca::backend::{CpuAutodiff, cpu_device};
+use mgca::backend::{Cpu, CpuAutodiff, cpu_device};
 use mgca::config::{ImageEncoderKind, MgcaConfig};
+use mgca::loss::cta_cpu::CtaKernel;
 use mgca::loss::{BatchShape, CtaEngine, Objective, ObjectiveInputs};
 
 /// Leaves that require gradients, as the heads' outputs do in training.
@@ -45,6 +46,33 @@ fn bench(c: &mut Criterion) {
                 )
             });
         }
+    }
+    group.finish();
+
+    // The CTA kernel alone, on host buffers: what the objective's CPU path spends outside it is
+    // burn's share (the other losses, copies, the gradient link).
+    let mut group = c.benchmark_group("cta_kernel");
+    group.sample_size(20);
+    for (name, encoder, patches) in
+        [("vit_b72", ImageEncoderKind::VitBase, 196), ("resnet_b72", ImageEncoderKind::Resnet50, 361)]
+    {
+        let shape = BatchShape { samples: 72, dim: 128, patches, words: 111, heads: 12, prototypes: 500 };
+        let x = ObjectiveInputs::<Cpu>::random(shape, encoder == ImageEncoderKind::VitBase, 0, &device);
+        let cta = MgcaConfig::reference_for(encoder).objective.cta;
+        let host = |t: Tensor<Cpu, 3>| t.into_data().into_vec::<f32>().unwrap();
+        let (p, w) = (host(x.patch_emb), host(x.word_emb));
+        let pad = x.word_pad.into_data().into_vec::<bool>().unwrap();
+        let omega = cta.word_weights(x.word_attn).into_data().into_vec::<f32>().unwrap();
+        let pi = cta.patch_weights(x.patch_attn, [72, patches], &device).into_data().into_vec::<f32>().unwrap();
+        let kernel = CtaKernel {
+            temperature: cta.temperature,
+            bidirectional: true,
+            normalize_patch_context: cta.normalize_patch_context,
+            side_weights: (1.0, 1.0),
+        };
+        group.bench_function(BenchmarkId::new("fwd_bwd", name), |b| {
+            b.iter(|| kernel.run([72, patches, 111, 128], &p, &w, &pad, &omega, &pi))
+        });
     }
     group.finish();
 }

@@ -6,7 +6,13 @@
 //! bundle at build time). Spec: `hyperparameters.md` §4 (the reference ran fp32).
 //! **Deviation:** none — fp32 everywhere, as the reference.
 
+use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::{Autodiff, NdArray};
+use burn::tensor::backend::Backend;
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::{FloatDType, Shape, Tensor, TensorMetadata, TensorPrimitive};
 
 /// The CPU backend: burn's ndarray backend in f32 (multi-threaded, SIMD).
 pub type Cpu = NdArray<f32>;
@@ -17,6 +23,69 @@ pub type CpuAutodiff = Autodiff<Cpu>;
 pub fn cpu_device() -> burn::tensor::Device<Cpu> {
     Default::default()
 }
+
+// ANCHOR: link
+/// Backends on which a gradient computed outside burn's autodiff (by a fused kernel) can be
+/// attached to a tensor of the graph.
+pub trait GradientLink: Backend {
+    /// A `[1]` tensor holding 0 whose gradient with respect to `x` is `grad` times the upstream
+    /// gradient. Adding it to a loss computed elsewhere makes backpropagation deliver `grad`
+    /// into `x` and on to whatever produced `x`. Without autodiff it is only a 0.
+    fn gradient_link(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self>;
+}
+
+/// `link(x, g)` as a [`Tensor`] operation.
+pub fn gradient_link<B: GradientLink, const D: usize>(x: Tensor<B, D>, grad: Tensor<B, D>) -> Tensor<B, 1> {
+    assert_eq!(x.dims(), grad.dims(), "a gradient has its tensor's shape");
+    let link = B::gradient_link(x.into_primitive().tensor(), grad.into_primitive().tensor());
+    Tensor::from_primitive(TensorPrimitive::Float(link))
+}
+
+fn zero<B: Backend>(x: &FloatTensor<B>) -> FloatTensor<B> {
+    B::float_zeros(Shape::new([1]), &B::float_device(x), FloatDType::from(x.dtype()))
+}
+
+impl<B: GradientLink, C: CheckpointStrategy> GradientLink for Autodiff<B, C> {
+    fn gradient_link(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct Link;
+
+        impl<B: Backend> Backward<B, 1> for Link {
+            type State = (FloatTensor<B>, usize);
+
+            fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+                let [parent] = ops.parents;
+                let upstream = grads.consume::<B>(&ops.node); // [1]
+                let (grad, rank) = ops.state;
+                if let Some(node) = parent {
+                    let upstream = B::float_reshape(upstream, Shape::from(vec![1; rank]));
+                    grads.register::<B>(node.id, B::float_mul(grad, upstream));
+                }
+            }
+        }
+
+        let (grad, rank) = (grad.primitive, x.primitive.shape().num_dims());
+        let out = zero::<B>(&x.primitive);
+        match Link.prepare::<C>([x.node.clone()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish((grad, rank), out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        }
+    }
+}
+
+impl GradientLink for Cpu {
+    fn gradient_link(x: FloatTensor<Self>, _grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        zero::<Self>(&x)
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl GradientLink for Cuda {
+    fn gradient_link(x: FloatTensor<Self>, _grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        zero::<Self>(&x)
+    }
+}
+// ANCHOR_END: link
 
 /// The CUDA backend (f32), compiled only with `--features cuda`.
 #[cfg(feature = "cuda")]
@@ -39,7 +108,6 @@ pub fn cuda_driver_present() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::tensor::Tensor;
 
     /// Autodiff's division backward multiplies by `recip`. burn-ndarray's `simd` feature makes
     /// `recip` an `rcpps` approximation (about 5e-5 relative), which breaks gradient parity with
@@ -51,5 +119,20 @@ mod tests {
             Tensor::<Cpu, 1>::from_floats(xs.as_slice(), &cpu_device()).recip().into_data().to_vec::<f32>().unwrap();
         let worst = xs.iter().zip(&got).map(|(x, r)| (*r as f64 * *x as f64 - 1.0).abs()).fold(0.0, f64::max);
         assert!(worst < 2e-7, "recip relative error {worst:e}: is burn's `simd` feature on?");
+    }
+
+    /// The link is 0 and delivers its gradient, scaled by the upstream gradient, through the
+    /// operations that produced `x`.
+    #[test]
+    fn gradient_link_delivers_its_gradient() {
+        let dev = cpu_device();
+        let a = Tensor::<CpuAutodiff, 2>::from_floats([[1.0, 2.0], [3.0, 4.0]], &dev).require_grad();
+        let x = a.clone().mul_scalar(2.0); // da = 2 · dx
+        let g = Tensor::<CpuAutodiff, 2>::from_floats([[0.5, -1.0], [0.25, 4.0]], &dev);
+        let link = gradient_link(x, g);
+        assert_eq!(link.clone().into_scalar(), 0.0);
+        let grads = link.mul_scalar(3.0).backward();
+        let da = a.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap();
+        assert_eq!(da, vec![3.0, -6.0, 1.5, 24.0]);
     }
 }

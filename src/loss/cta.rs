@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use super::cta_cpu::CtaKernel;
 use super::{Reduction, l2_normalize, token_cross_entropy};
+use crate::backend::{GradientLink, gradient_link};
 
 /// A pair of quantile levels `(lo, hi)` to clip token weights to (reference: 0.1 and 0.9).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -236,7 +237,7 @@ impl CtaConfig {
     /// `patches` and `words`; they enter the autodiff graph through
     /// `L + ⟨P, ∂L/∂P⟩ + ⟨Wd, ∂L/∂Wd⟩ − stop_gradient(⟨P, ∂L/∂P⟩ + ⟨Wd, ∂L/∂Wd⟩)`, whose value is
     /// `L` and whose gradient is the kernel's. Runs on the host: meant for CPU backends.
-    pub fn forward_fused<B: Backend>(
+    pub fn forward_fused<B: GradientLink>(
         &self,
         patches: Tensor<B, 3>,        // P [N, M, D]
         words: Tensor<B, 3>,          // Wd [N, W, D]
@@ -271,8 +272,7 @@ impl CtaConfig {
         let device = patches.device();
         let grad_p = Tensor::<B, 3>::from_data(TensorData::new(r.grad_patches, [n, m, d]), &device);
         let grad_w = Tensor::<B, 3>::from_data(TensorData::new(r.grad_words, [n, w, d]), &device);
-        let link = (patches * grad_p).sum() + (words * grad_w).sum();
-        link.clone() - link.detach() + Tensor::from_floats([loss as f32], &device)
+        gradient_link(patches, grad_p) + gradient_link(words, grad_w) + Tensor::from_floats([loss as f32], &device)
     }
 }
 // ANCHOR_END: fused

@@ -15,6 +15,8 @@ pub mod ita;
 pub mod sinkhorn;
 
 use burn::tensor::{Bool, Tensor, backend::Backend};
+
+use crate::backend::GradientLink;
 use serde::{Deserialize, Serialize};
 
 pub use cpa::{CpaConfig, normalize_prototypes};
@@ -189,13 +191,13 @@ impl Objective {
     }
 
     /// `L` on one device's batch, with a per-device Sinkhorn (the reference).
-    pub fn forward<B: Backend>(&self, inputs: ObjectiveInputs<B>) -> ObjectiveOutput<B> {
+    pub fn forward<B: GradientLink>(&self, inputs: ObjectiveInputs<B>) -> ObjectiveOutput<B> {
         self.forward_with(inputs, &LocalReduce)
     }
 
     /// `L` with the Sinkhorn sums all-reduced by `reduce` (the paper's global-batch Sinkhorn
     /// when [`SinkhornScope::Global`] is configured; a [`LocalReduce`] gives the reference).
-    pub fn forward_with<B: Backend>(
+    pub fn forward_with<B: GradientLink>(
         &self,
         inputs: ObjectiveInputs<B>,
         reduce: &dyn AllReduce<B>,
