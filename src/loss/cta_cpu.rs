@@ -173,21 +173,23 @@ impl Scratch {
     }
 }
 
-/// `eˣ` in f32 with Cephes' `expf` polynomial (relative error below 3e-7), branch-free so that
-/// loops over slices vectorise; inputs are clamped to `[-87, 88]`.
+/// `eˣ` in f32 with Cephes' `expf` polynomial (relative error below 3e-7), branch-free and
+/// without float-to-integer conversions, so that loops over slices vectorise. `x = k·ln 2 + r`
+/// with `k = round(x·log₂e)`, found by adding `1.5·2²³` (the sum's low mantissa bits are `k`);
+/// `eʳ` by the polynomial on `|r| ≤ ln 2 / 2`; `2ᵏ` by writing `k + 127` into an exponent field.
+/// Inputs are clamped to `[-87, 88]`; NaN stays NaN.
 #[inline(always)]
 pub fn exp_f32(x: f32) -> f32 {
+    const SHIFTER: f32 = 12_582_912.0; // 1.5 · 2²³
     let x = x.clamp(-87.0, 88.0);
-    let t = x * std::f32::consts::LOG2_E + 0.5;
-    let mut k = t as i32 as f32;
-    if k > t {
-        k -= 1.0; // floor
-    }
+    let z = x * std::f32::consts::LOG2_E + SHIFTER;
+    let k = z - SHIFTER; // round(x · log₂e), exactly
     let r = x - k * 0.693_359_4 + k * 2.121_944_4e-4; // x − k·ln 2, in two parts
     let p =
         ((((1.987_569_2e-4 * r + 1.398_2e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 0.166_666_65) * r + 0.5;
     let y = p * r * r + r + 1.0;
-    y * f32::from_bits(((k as i32 + 127) << 23) as u32)
+    let two_k = (z.to_bits() as i32 - 0x4B40_0000 + 127) << 23; // 2ᵏ
+    y * f32::from_bits(two_k as u32)
 }
 
 // Float reductions are not reordered by the compiler (no fast-math), so a plain `sum()` or
@@ -459,8 +461,8 @@ impl CtaKernel {
         gemm(1.0 / tau, wd, View::new(&s.u, w, d).t(), 0.0, &mut s.sw); // Sw [W, W]
         let word = two_way_ce(&mut s.sw, &mut s.e, w, x.word_weights, g_word, &mut s.lse_r, &mut s.lse_c);
 
-        dp.fill(0.0);
-        dw.fill(0.0);
+        // The first product written into `dp` and `dw` overwrites them (β = 0), later ones add.
+        let (mut dp_beta, mut dw_beta) = (0.0, 0.0);
         let mut patch = 0.0;
         if self.bidirectional {
             // Patch side: Γ = Aᵀ with padded words masked; β [M, W].
@@ -483,11 +485,13 @@ impl CtaKernel {
             // Patch side, backward, down to ∂Γ (in `dbeta`).
             let dsp = View::new(&s.sp, m, m);
             if self.normalize_patch_context {
-                gemm(1.0 / tau, dsp, View::new(&s.v, m, d), 1.0, dp);
+                gemm(1.0 / tau, dsp, View::new(&s.v, m, d), dp_beta, dp);
+                dp_beta = 1.0;
                 gemm(1.0 / tau, dsp.t(), p, 0.0, &mut s.dv); // ∂Cp [M, D]
                 normalize_backward_rows(&s.v, &s.vnorm, &mut s.dv, d); // ∂V
                 gemm(1.0, View::new(&s.dv, m, d), wd.t(), 0.0, &mut s.dbeta); // ∂β [M, W]
-                gemm(1.0, beta.t(), View::new(&s.dv, m, d), 1.0, dw);
+                gemm(1.0, beta.t(), View::new(&s.dv, m, d), dw_beta, dw);
+                dw_beta = 1.0;
                 softmax_backward_rows(&s.beta, &mut s.dbeta, w, tau); // ∂Γ
             } else {
                 gemm(1.0 / tau, dsp, beta, 0.0, &mut s.dgam); // ∂Γ through Sp [M, W]
@@ -501,11 +505,11 @@ impl CtaKernel {
 
         // Word side, backward: ∂Sw -> ∂Wd, ∂Cw -> ∂U -> ∂α, ∂P -> ∂A.
         let dsw = View::new(&s.sw, w, w);
-        gemm(1.0 / tau, dsw, View::new(&s.u, w, d), 1.0, dw);
+        gemm(1.0 / tau, dsw, View::new(&s.u, w, d), dw_beta, dw);
         gemm(1.0 / tau, dsw.t(), wd, 0.0, &mut s.du); // ∂Cw [W, D]
         normalize_backward_rows(&s.u, &s.unorm, &mut s.du, d); // ∂U
         gemm(1.0, View::new(&s.du, w, d), p.t(), 0.0, &mut s.dalpha); // ∂α [W, M]
-        gemm(1.0, View::new(&s.alpha, w, m).t(), View::new(&s.du, w, d), 1.0, dp);
+        gemm(1.0, View::new(&s.alpha, w, m).t(), View::new(&s.du, w, d), dp_beta, dp);
         softmax_backward_rows(&s.alpha, &mut s.dalpha, m, tau); // ∂A from the word side
         if self.bidirectional {
             for (i, row) in s.dalpha.chunks_exact_mut(m).enumerate() {
