@@ -11,13 +11,14 @@ use mgca::config::{ImageEncoderKind, MgcaConfig};
 use mgca::loss::cta_cpu::CtaKernel;
 use mgca::loss::{BatchShape, CtaEngine, Objective, ObjectiveInputs};
 
-/// Leaves that require gradients, as the heads' outputs do in training.
+/// Leaves that require gradients, freshly allocated as the heads' outputs are at every training
+/// step (the fused path then takes their values without a copy).
 fn leaves(inputs: &ObjectiveInputs<CpuAutodiff>) -> ObjectiveInputs<CpuAutodiff> {
     let mut x = inputs.clone();
     x.img_emb = Tensor::from_inner(x.img_emb.inner()).require_grad();
     x.report_emb = Tensor::from_inner(x.report_emb.inner()).require_grad();
-    x.patch_emb = Tensor::from_inner(x.patch_emb.inner()).require_grad();
-    x.word_emb = Tensor::from_inner(x.word_emb.inner()).require_grad();
+    x.patch_emb = Tensor::from_data(x.patch_emb.to_data(), &x.patch_emb.device()).require_grad();
+    x.word_emb = Tensor::from_data(x.word_emb.to_data(), &x.word_emb.device()).require_grad();
     x.prototypes = Tensor::from_inner(x.prototypes.inner()).require_grad();
     x
 }

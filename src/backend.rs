@@ -12,7 +12,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::{Autodiff, NdArray};
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{FloatDType, Shape, Tensor, TensorMetadata, TensorPrimitive};
+use burn::tensor::{FloatDType, Shape, Tensor, TensorData, TensorMetadata, TensorPrimitive};
 
 /// The CPU backend: burn's ndarray backend in f32 (multi-threaded, SIMD).
 pub type Cpu = NdArray<f32>;
@@ -28,16 +28,35 @@ pub fn cpu_device() -> burn::tensor::Device<Cpu> {
 /// Backends on which a gradient computed outside burn's autodiff (by a fused kernel) can be
 /// attached to a tensor of the graph.
 pub trait GradientLink: Backend {
-    /// A `[1]` tensor holding 0 whose gradient with respect to `x` is `grad` times the upstream
-    /// gradient. Adding it to a loss computed elsewhere makes backpropagation deliver `grad`
-    /// into `x` and on to whatever produced `x`. Without autodiff it is only a 0.
-    fn gradient_link(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// Move `x`'s values out (without a copy when nothing else holds them) and return a handle
+    /// that keeps `x`'s place in the autodiff graph.
+    fn take_values(x: FloatTensor<Self>) -> (TensorData, FloatTensor<Self>);
+    /// A `[1]` tensor holding 0 whose gradient with respect to the tensor behind `handle` is
+    /// `grad` times the upstream gradient. Adding it to a loss computed elsewhere makes
+    /// backpropagation deliver `grad` into that tensor and on to whatever produced it. Without
+    /// autodiff it is only a 0.
+    fn gradient_link(handle: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
-/// `link(x, g)` as a [`Tensor`] operation.
-pub fn gradient_link<B: GradientLink, const D: usize>(x: Tensor<B, D>, grad: Tensor<B, D>) -> Tensor<B, 1> {
-    assert_eq!(x.dims(), grad.dims(), "a gradient has its tensor's shape");
-    let link = B::gradient_link(x.into_primitive().tensor(), grad.into_primitive().tensor());
+/// A tensor's place in the autodiff graph, without its values (see [`take_values`]).
+pub struct LinkHandle<B: GradientLink> {
+    handle: FloatTensor<B>,
+    dims: Vec<usize>,
+}
+
+/// Split `x` into its values, as `f32` in row-major order, and a [`LinkHandle`] for
+/// [`gradient_link`].
+pub fn take_values<B: GradientLink, const D: usize>(x: Tensor<B, D>) -> (Vec<f32>, LinkHandle<B>) {
+    let dims = x.dims().to_vec();
+    let (data, handle) = B::take_values(x.into_primitive().tensor());
+    let values = data.convert::<f32>().into_vec::<f32>().expect("float tensor");
+    (values, LinkHandle { handle, dims })
+}
+
+/// `link(x, g)`: 0, with gradient `g` (shaped like `x`) for the tensor behind `handle`.
+pub fn gradient_link<B: GradientLink, const D: usize>(handle: LinkHandle<B>, grad: Tensor<B, D>) -> Tensor<B, 1> {
+    assert_eq!(handle.dims, grad.dims().to_vec(), "a gradient has its tensor's shape");
+    let link = B::gradient_link(handle.handle, grad.into_primitive().tensor());
     Tensor::from_primitive(TensorPrimitive::Float(link))
 }
 
@@ -45,44 +64,69 @@ fn zero<B: Backend>(x: &FloatTensor<B>) -> FloatTensor<B> {
     B::float_zeros(Shape::new([1]), &B::float_device(x), FloatDType::from(x.dtype()))
 }
 
+fn read<B: Backend>(x: FloatTensor<B>) -> TensorData {
+    burn::tensor::try_read_sync(B::float_into_data(x))
+        .expect("a synchronous read on this platform")
+        .expect("reading a tensor")
+}
+
 impl<B: GradientLink, C: CheckpointStrategy> GradientLink for Autodiff<B, C> {
-    fn gradient_link(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+    fn take_values(x: FloatTensor<Self>) -> (TensorData, FloatTensor<Self>) {
+        let mut handle = x;
+        let placeholder = zero::<B>(&handle.primitive);
+        let values = std::mem::replace(&mut handle.primitive, placeholder);
+        (read::<B>(values), handle)
+    }
+
+    fn gradient_link(handle: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
         #[derive(Debug)]
         struct Link;
 
         impl<B: Backend> Backward<B, 1> for Link {
-            type State = (FloatTensor<B>, usize);
+            type State = FloatTensor<B>;
 
             fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
                 let [parent] = ops.parents;
                 let upstream = grads.consume::<B>(&ops.node); // [1]
-                let (grad, rank) = ops.state;
+                let grad = ops.state;
                 if let Some(node) = parent {
-                    let upstream = B::float_reshape(upstream, Shape::from(vec![1; rank]));
-                    grads.register::<B>(node.id, B::float_mul(grad, upstream));
+                    // The upstream gradient of a loss term is a scalar, usually exactly 1 (λ = 1):
+                    // then the precomputed gradient is registered as it is, without a pass over it.
+                    let scale = read::<B>(upstream).convert::<f32>().into_vec::<f32>().expect("f32")[0];
+                    let grad = if scale == 1.0 { grad } else { B::float_mul_scalar(grad, scale.into()) };
+                    grads.register::<B>(node.id, grad);
                 }
             }
         }
 
-        let (grad, rank) = (grad.primitive, x.primitive.shape().num_dims());
-        let out = zero::<B>(&x.primitive);
-        match Link.prepare::<C>([x.node.clone()]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => prep.finish((grad, rank), out),
+        let out = zero::<B>(&handle.primitive);
+        match Link.prepare::<C>([handle.node.clone()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish(grad.primitive, out),
             OpsKind::UnTracked(prep) => prep.finish(out),
         }
     }
 }
 
 impl GradientLink for Cpu {
-    fn gradient_link(x: FloatTensor<Self>, _grad: FloatTensor<Self>) -> FloatTensor<Self> {
-        zero::<Self>(&x)
+    fn take_values(x: FloatTensor<Self>) -> (TensorData, FloatTensor<Self>) {
+        let placeholder = zero::<Self>(&x);
+        (read::<Self>(x), placeholder)
+    }
+
+    fn gradient_link(handle: FloatTensor<Self>, _grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        zero::<Self>(&handle)
     }
 }
 
 #[cfg(feature = "cuda")]
 impl GradientLink for Cuda {
-    fn gradient_link(x: FloatTensor<Self>, _grad: FloatTensor<Self>) -> FloatTensor<Self> {
-        zero::<Self>(&x)
+    fn take_values(x: FloatTensor<Self>) -> (TensorData, FloatTensor<Self>) {
+        let placeholder = zero::<Self>(&x);
+        (read::<Self>(x), placeholder)
+    }
+
+    fn gradient_link(handle: FloatTensor<Self>, _grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        zero::<Self>(&handle)
     }
 }
 // ANCHOR_END: link
@@ -129,7 +173,9 @@ mod tests {
         let a = Tensor::<CpuAutodiff, 2>::from_floats([[1.0, 2.0], [3.0, 4.0]], &dev).require_grad();
         let x = a.clone().mul_scalar(2.0); // da = 2 · dx
         let g = Tensor::<CpuAutodiff, 2>::from_floats([[0.5, -1.0], [0.25, 4.0]], &dev);
-        let link = gradient_link(x, g);
+        let (values, handle) = take_values(x);
+        assert_eq!(values, vec![2.0, 4.0, 6.0, 8.0]);
+        let link = gradient_link(handle, g);
         assert_eq!(link.clone().into_scalar(), 0.0);
         let grads = link.mul_scalar(3.0).backward();
         let da = a.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap();

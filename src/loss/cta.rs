@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use super::cta_cpu::CtaKernel;
 use super::{Reduction, l2_normalize, token_cross_entropy};
-use crate::backend::{GradientLink, gradient_link};
+use crate::backend::{GradientLink, gradient_link, take_values};
 
 /// A pair of quantile levels `(lo, hi)` to clip token weights to (reference: 0.1 and 0.9).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -247,9 +247,6 @@ impl CtaConfig {
     ) -> Tensor<B, 1> {
         let ([n, m, d], w) = (patches.dims(), words.dims()[1]);
         let floats = |t: TensorData| t.convert::<f32>().into_vec::<f32>().expect("f32 tensor");
-        // `x · 1` is a fresh, uniquely owned copy: its data leaves the backend without the
-        // element-by-element gather that a tensor still shared with the graph would need.
-        let host = |t: &Tensor<B, 3>| floats(t.clone().detach().mul_scalar(1.0).into_data());
         let side = match self.side_reduction {
             Reduction::Sum => 1.0,
             Reduction::Mean => 0.5,
@@ -260,19 +257,23 @@ impl CtaConfig {
             normalize_patch_context: self.normalize_patch_context,
             side_weights: if self.bidirectional { (side, side) } else { (1.0, 0.0) },
         };
+        let device = patches.device();
+        let (patch_values, patch_handle) = take_values(patches);
+        let (word_values, word_handle) = take_values(words);
         let r = kernel.run(
             [n, m, w, d],
-            &host(&patches),
-            &host(&words),
+            &patch_values,
+            &word_values,
             &word_pad.into_data().into_vec::<bool>().expect("bool tensor"),
             &floats(word_weights.into_data()),
             &floats(patch_weights.into_data()),
         );
         let loss = if self.bidirectional { side as f64 * (r.word_loss + r.patch_loss) } else { r.word_loss };
-        let device = patches.device();
         let grad_p = Tensor::<B, 3>::from_data(TensorData::new(r.grad_patches, [n, m, d]), &device);
         let grad_w = Tensor::<B, 3>::from_data(TensorData::new(r.grad_words, [n, w, d]), &device);
-        gradient_link(patches, grad_p) + gradient_link(words, grad_w) + Tensor::from_floats([loss as f32], &device)
+        gradient_link(patch_handle, grad_p)
+            + gradient_link(word_handle, grad_w)
+            + Tensor::from_floats([loss as f32], &device)
     }
 }
 // ANCHOR_END: fused
