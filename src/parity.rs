@@ -355,8 +355,9 @@ pub struct Agreement {
     pub name: String,
     /// Largest absolute difference.
     pub max_abs: f64,
-    /// Largest `|diff| / |reference|` over non-zero reference entries.
-    pub max_rel: f64,
+    /// `‖ours − reference‖₂ / ‖reference‖₂` (0 when both are 0): the error of the tensor as a
+    /// whole, which tiny entries cannot inflate.
+    pub norm_rel: f64,
     /// Whether every element is within the tolerance (and the shapes agree).
     pub ok: bool,
 }
@@ -364,17 +365,18 @@ pub struct Agreement {
 impl Agreement {
     /// Measure `ours` against `reference` under `tol`.
     pub fn measure(name: &str, ours: &HostTensor, reference: &HostTensor, tol: Tolerance) -> Self {
-        let mut a = Agreement { name: name.into(), max_abs: 0.0, max_rel: 0.0, ok: ours.shape == reference.shape };
+        let mut a = Agreement { name: name.into(), max_abs: 0.0, norm_rel: 0.0, ok: ours.shape == reference.shape };
+        let (mut diff2, mut ref2) = (0.0f64, 0.0f64);
         for (&o, &r) in ours.values.iter().zip(&reference.values) {
             let (o, r) = (o as f64, r as f64);
             let diff = (o - r).abs();
             a.max_abs = a.max_abs.max(diff);
-            if r != 0.0 {
-                a.max_rel = a.max_rel.max(diff / r.abs());
-            }
+            diff2 += diff * diff;
+            ref2 += r * r;
             // Written so that a NaN fails.
             a.ok &= diff <= tol.abs + tol.rel * r.abs();
         }
+        a.norm_rel = if ref2 > 0.0 { (diff2 / ref2).sqrt() } else { diff2.sqrt() };
         a
     }
 }
@@ -384,6 +386,6 @@ impl Agreement {
 impl fmt::Display for Agreement {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let verdict = if self.ok { "ok" } else { "FAIL" };
-        write!(f, "{:<18} max abs {:.2e}  max rel {:.2e}  {verdict}", self.name, self.max_abs, self.max_rel)
+        write!(f, "{:<18} max |Δ| {:.2e}  ‖Δ‖/‖ref‖ {:.2e}  {verdict}", self.name, self.max_abs, self.norm_rel)
     }
 }

@@ -116,9 +116,10 @@ impl<B: Backend> ObjectiveInputs<B> {
         let BatchShape { samples: n, dim: d, patches: m, words: w, heads: h, prototypes: k } = shape;
         let normal = Distribution::Normal(0.0, 1.0);
         let lo = (w / 10).max(1);
-        let lengths = Tensor::<B, 1, Int>::random([n], Distribution::Uniform(lo as f64, (w + 1) as f64), device)
-            .slice_assign([0..1], Tensor::from_ints([w as i64], device))
-            .unsqueeze_dim::<2>(1); // [N, 1]
+        let drawn = Tensor::<B, 1, Int>::random([n], Distribution::Uniform(lo as f64, (w + 1) as f64), device);
+        let full = Tensor::<B, 1, Int>::from_ints([w as i64], device);
+        let lengths =
+            if n > 1 { Tensor::cat(vec![full, drawn.narrow(0, 1, n - 1)], 0) } else { full }.unsqueeze_dim::<2>(1); // [N, 1]
         let slot = Tensor::<B, 1, Int>::arange(0..w as i64, device).unsqueeze::<2>(); // [1, W]
         let word_pad = slot.clone().greater_equal(lengths.clone().expand([n, w])); // [N, W]
         let sep = slot.equal(lengths.sub_scalar(1).expand([n, w]));

@@ -208,7 +208,7 @@ mod tests {
         let slots = Arc::new(Mutex::new(vec![None, None]));
         let shards: Vec<_> = (0..2)
             .map(|rank| {
-                let shard = scores.clone().slice([rank * 6..(rank + 1) * 6]).into_data();
+                let shard = scores.clone().narrow(0, rank * 6, 6).into_data();
                 let reduce = ThreadReduce { world: 2, barrier: barrier.clone(), slots: slots.clone(), rank };
                 let cfg = cfg.clone();
                 std::thread::spawn(move || {
@@ -224,7 +224,7 @@ mod tests {
         // And the per-device codes differ from the global ones (the marginals differ).
         let local: Vec<f32> = (0..2)
             .flat_map(|r| {
-                let s = scores.clone().slice([r * 6..(r + 1) * 6]);
+                let s = scores.clone().narrow(0, r * 6, 6);
                 cfg.codes(s, &LocalReduce).into_data().to_vec::<f32>().unwrap()
             })
             .collect();
