@@ -107,28 +107,25 @@ impl<B: GradientLink, C: CheckpointStrategy> GradientLink for Autodiff<B, C> {
     }
 }
 
-impl GradientLink for Cpu {
-    fn take_values(x: FloatTensor<Self>) -> (TensorData, FloatTensor<Self>) {
-        let placeholder = zero::<Self>(&x);
-        (read::<Self>(x), placeholder)
-    }
+/// Backends without autodiff: the values leave as they are, and the link is a plain 0.
+macro_rules! link_without_autodiff {
+    ($backend:ty) => {
+        impl GradientLink for $backend {
+            fn take_values(x: FloatTensor<Self>) -> (TensorData, FloatTensor<Self>) {
+                let placeholder = zero::<Self>(&x);
+                (read::<Self>(x), placeholder)
+            }
 
-    fn gradient_link(handle: FloatTensor<Self>, _grad: FloatTensor<Self>) -> FloatTensor<Self> {
-        zero::<Self>(&handle)
-    }
+            fn gradient_link(handle: FloatTensor<Self>, _grad: FloatTensor<Self>) -> FloatTensor<Self> {
+                zero::<Self>(&handle)
+            }
+        }
+    };
 }
 
+link_without_autodiff!(Cpu);
 #[cfg(feature = "cuda")]
-impl GradientLink for Cuda {
-    fn take_values(x: FloatTensor<Self>) -> (TensorData, FloatTensor<Self>) {
-        let placeholder = zero::<Self>(&x);
-        (read::<Self>(x), placeholder)
-    }
-
-    fn gradient_link(handle: FloatTensor<Self>, _grad: FloatTensor<Self>) -> FloatTensor<Self> {
-        zero::<Self>(&handle)
-    }
-}
+link_without_autodiff!(Cuda);
 // ANCHOR_END: link
 
 /// The CUDA backend (f32), compiled only with `--features cuda`.

@@ -232,15 +232,15 @@ impl CtaConfig {
 
 // ANCHOR: fused
 impl CtaConfig {
-    /// `L_CTA` computed by the fused CPU kernel ([`super::cta_cpu`]), same arguments and result
-    /// as [`CtaConfig::forward`]. The kernel returns the loss and its gradients with respect to
-    /// `patches` and `words`; they enter the autodiff graph through
-    /// `L + ⟨P, ∂L/∂P⟩ + ⟨Wd, ∂L/∂Wd⟩ − stop_gradient(⟨P, ∂L/∂P⟩ + ⟨Wd, ∂L/∂Wd⟩)`, whose value is
-    /// `L` and whose gradient is the kernel's. Runs on the host: meant for CPU backends.
+    /// `L_CTA` computed by the fused CPU kernel ([`super::cta_cpu`]) from the **raw** local
+    /// embeddings (the kernel normalises them itself); otherwise as [`CtaConfig::forward`]. The
+    /// kernel returns the loss and its gradients with respect to its inputs; they enter the
+    /// autodiff graph through [`gradient_link`]. Runs on the host: meant for CPU backends, where
+    /// the embeddings' values are taken without a copy.
     pub fn forward_fused<B: GradientLink>(
         &self,
-        patches: Tensor<B, 3>,        // P [N, M, D]
-        words: Tensor<B, 3>,          // Wd [N, W, D]
+        patches: Tensor<B, 3>,        // P̂ [N, M, D], not normalised
+        words: Tensor<B, 3>,          // Ŵ [N, W, D], not normalised
         word_pad: Tensor<B, 2, Bool>, // [N, W]
         word_weights: Tensor<B, 2>,   // ω [N, W]
         patch_weights: Tensor<B, 2>,  // π [N, M]
