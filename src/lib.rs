@@ -13,13 +13,17 @@
 //! - [`loss`] — the MGCA objective: [`loss::ita`], [`loss::cta`], [`loss::cpa`],
 //!   [`loss::sinkhorn`] and the combined [`loss::Objective`];
 //! - [`config`] — one typed configuration for every hyperparameter, with named presets;
+//! - [`model`] — the encoders ([`model::vit`] so far);
+//! - [`weights`] — loading checkpoints into modules, with key and shape checks;
 //! - [`parity`] — reading and writing the reference's safetensors cases;
 //! - [`backend`] — the backends this crate is built and tested on.
 
 pub mod backend;
 pub mod config;
 pub mod loss;
+pub mod model;
 pub mod parity;
+pub mod weights;
 
 /// The book's chapters, compiled as doctests so that a code block in prose that calls the
 /// crate keeps compiling (blocks pulled in with `{{#include}}` are marked `ignore`: the code
@@ -38,6 +42,8 @@ mod book {
     struct Cpa;
     #[doc = include_str!("../book/src/parity.md")]
     struct Parity;
+    #[doc = include_str!("../book/src/vit.md")]
+    struct VitChapter;
     #[doc = include_str!("../book/src/build.md")]
     struct Build;
 }
