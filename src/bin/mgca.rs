@@ -5,15 +5,22 @@
 //! outputs and gradients in the same layout; if the input carries the reference's outputs, it
 //! also prints how closely they agree. Spec: `losses.md`; the fixtures' README.
 //!
+//! `mgca parity vit --weights W --heads H --input X --output O` runs a timm/DeiT-named ViT on
+//! `X:input` `[N, 3, S, S]` and writes `final_norm_output` and
+//! `last_block_attention_cls_mean_heads` (`architecture.md` §2).
+//!
 //! **Deviation:** none. Exit status: 0 agreement (or nothing to compare), 1 disagreement,
-//! 2 bad input (the message names the file or tensor).
+//! 2 bad input (the message names the file, tensor or checkpoint key).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use mgca::backend::{Cpu, cpu_device};
 use mgca::loss::CtaEngine;
-use mgca::parity::{LossCase, SCALARS};
+use mgca::model::vit::{self, Vit};
+use mgca::parity::{HostTensor, LossCase, SCALARS, TensorFile};
+use mgca::weights::{WeightError, WeightReader};
 
 #[derive(Parser)]
 #[command(name = "mgca", version, about = "MGCA reproduced in Rust")]
@@ -43,6 +50,21 @@ enum Parity {
         #[arg(long, value_enum, default_value_t = Engine::Fused)]
         engine: Engine,
     },
+    /// The ViT image encoder, forward, from timm/DeiT-named weights.
+    Vit {
+        /// A safetensors state dict with timm/DeiT key names.
+        #[arg(long)]
+        weights: PathBuf,
+        /// Attention heads (the weights do not record them).
+        #[arg(long)]
+        heads: usize,
+        /// A safetensors file holding `input` `[N, 3, S, S]`.
+        #[arg(long)]
+        input: PathBuf,
+        /// Where to write `final_norm_output` and `last_block_attention_cls_mean_heads`.
+        #[arg(long)]
+        output: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -62,10 +84,19 @@ fn main() -> ExitCode {
             };
             parity_losses(&input, &output, engine)
         }
+        Command::Parity(Parity::Vit { weights, heads, input, output }) => {
+            match parity_vit(&weights, heads, &input, &output) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
     }
 }
 
-fn parity_losses(input: &std::path::Path, output: &std::path::Path, engine: CtaEngine) -> ExitCode {
+fn parity_losses(input: &Path, output: &Path, engine: CtaEngine) -> ExitCode {
     let case = match LossCase::read(input) {
         Ok(case) => case,
         Err(e) => {
@@ -99,4 +130,49 @@ fn parity_losses(input: &std::path::Path, output: &std::path::Path, engine: CtaE
             }
         }
     }
+}
+
+fn parity_vit(weights: &Path, heads: usize, input: &Path, output: &Path) -> Result<(), String> {
+    let file = TensorFile::read(weights).map_err(|e| e.to_string())?;
+    let mut reader = WeightReader::new(file);
+    let in_weights = |e: WeightError| format!("{}: {e}", weights.display());
+    let config = vit::config_from_weights(&reader, heads).map_err(in_weights)?;
+    let device = cpu_device();
+    let model = Vit::<Cpu>::load(&config, &mut reader, &device).map_err(in_weights)?;
+    let unused = reader.unused();
+    if !unused.is_empty() {
+        println!("unused checkpoint keys: {}", unused.join(", "));
+    }
+    let images = TensorFile::read(input).map_err(|e| e.to_string())?;
+    let x = images.tensors.get("input").ok_or_else(|| format!("{}: missing tensor `input`", input.display()))?;
+    let side = config.image_size;
+    if x.shape.len() != 4 || x.shape[1..] != [3, side, side] {
+        return Err(format!(
+            "{}: tensor `input` has shape {:?}, expected [N, 3, {side}, {side}]",
+            input.display(),
+            x.shape
+        ));
+    }
+    if let Some(i) = x.values.iter().position(|v| !v.is_finite()) {
+        return Err(format!("{}: tensor `input` holds {} at flat index {i}", input.display(), x.values[i]));
+    }
+    let out = model.forward(vit::tensor_from::<Cpu, 4>(x.values.clone(), [x.shape[0], 3, side, side], &device));
+    let mut result = TensorFile::default();
+    result.tensors.insert("final_norm_output".into(), HostTensor::from_tensor(out.tokens.clone()));
+    result
+        .tensors
+        .insert("last_block_attention_cls_mean_heads".into(), HostTensor::from_tensor(out.cls_attention_mean_heads()));
+    result.metadata.insert("config".into(), serde_json::to_string(&config).expect("config serialises"));
+    result.write(output).map_err(|e| e.to_string())?;
+    println!(
+        "ViT: {} blocks, width {}, {} heads, patch {}, {} px; {} image(s); wrote {}",
+        config.depth,
+        config.dim,
+        config.heads,
+        config.patch_size,
+        side,
+        x.shape[0],
+        output.display()
+    );
+    Ok(())
 }
