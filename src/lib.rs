@@ -14,15 +14,19 @@
 //!   [`loss::sinkhorn`] and the combined [`loss::Objective`];
 //! - [`config`] — one typed configuration for every hyperparameter, with named presets;
 //! - [`model`] — the encoders ([`model::vit`] so far);
+//! - [`text`] — the report tokenizer;
 //! - [`weights`] — loading checkpoints into modules, with key and shape checks;
+//! - [`assets`] — real files from registry packages, cached outside the repository;
 //! - [`parity`] — reading and writing the reference's safetensors cases;
 //! - [`backend`] — the backends this crate is built and tested on.
 
+pub mod assets;
 pub mod backend;
 pub mod config;
 pub mod loss;
 pub mod model;
 pub mod parity;
+pub mod text;
 pub mod weights;
 
 /// The book's chapters, compiled as doctests so that a code block in prose that calls the

