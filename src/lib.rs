@@ -13,7 +13,7 @@
 //! - [`loss`] — the MGCA objective: [`loss::ita`], [`loss::cta`], [`loss::cpa`],
 //!   [`loss::sinkhorn`] and the combined [`loss::Objective`];
 //! - [`config`] — one typed configuration for every hyperparameter, with named presets;
-//! - [`model`] — the encoders ([`model::vit`] so far);
+//! - [`model`] — the encoders ([`model::vit`], [`model::bert`]);
 //! - [`text`] — the report tokenizer;
 //! - [`weights`] — loading checkpoints into modules, with key and shape checks;
 //! - [`assets`] — real files from registry packages, cached outside the repository;
@@ -48,6 +48,8 @@ mod book {
     struct Parity;
     #[doc = include_str!("../book/src/vit.md")]
     struct VitChapter;
+    #[doc = include_str!("../book/src/bert.md")]
+    struct BertChapter;
     #[doc = include_str!("../book/src/build.md")]
     struct Build;
 }

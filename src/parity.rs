@@ -96,6 +96,16 @@ pub struct TensorFile {
 impl TensorFile {
     /// Read every tensor of `path`; all must be float32.
     pub fn read(path: &Path) -> Result<Self, ParityError> {
+        Self::read_converting(path, false)
+    }
+
+    /// Read every tensor of `path`, converting F64, I64 and I32 tensors (a checkpoint's integer
+    /// buffers, token ids) to f32; an integer that f32 cannot hold exactly is an error.
+    pub fn read_numeric(path: &Path) -> Result<Self, ParityError> {
+        Self::read_converting(path, true)
+    }
+
+    fn read_converting(path: &Path, convert: bool) -> Result<Self, ParityError> {
         let bytes = std::fs::read(path).map_err(|source| ParityError::Io { path: path.into(), source })?;
         let format =
             |e: safetensors::SafeTensorError| ParityError::Format { path: path.into(), message: e.to_string() };
@@ -103,10 +113,31 @@ impl TensorFile {
         let file = SafeTensors::deserialize(&bytes).map_err(format)?;
         let mut tensors = BTreeMap::new();
         for (name, view) in file.tensors() {
-            if view.dtype() != Dtype::F32 {
-                return Err(ParityError::DType { path: path.into(), name, dtype: format!("{:?}", view.dtype()) });
-            }
-            let values = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+            let bytes = view.data();
+            let ints = |wide: Vec<i64>| -> Result<Vec<f32>, ParityError> {
+                match wide.iter().position(|v| v.unsigned_abs() > 1 << 24) {
+                    Some(index) => Err(ParityError::BadValue {
+                        path: path.into(),
+                        name: name.clone(),
+                        index,
+                        value: wide[index] as f32,
+                    }),
+                    None => Ok(wide.into_iter().map(|v| v as f32).collect()),
+                }
+            };
+            let values: Vec<f32> = match view.dtype() {
+                Dtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect(),
+                Dtype::F64 if convert => {
+                    bytes.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap()) as f32).collect()
+                }
+                Dtype::I64 if convert => {
+                    ints(bytes.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect())?
+                }
+                Dtype::I32 if convert => {
+                    ints(bytes.chunks_exact(4).map(|b| i32::from_le_bytes(b.try_into().unwrap()) as i64).collect())?
+                }
+                other => return Err(ParityError::DType { path: path.into(), name, dtype: format!("{other:?}") }),
+            };
             tensors.insert(name, HostTensor { shape: view.shape().to_vec(), values });
         }
         Ok(Self { tensors, metadata: header.metadata().clone().unwrap_or_default() })

@@ -243,6 +243,7 @@ mod tests {
         ];
         for (name, ours, tol) in checks {
             let a = Agreement::measure(name, &ours, &want.tensors[name], tol);
+            eprintln!("{a}");
             assert!(a.ok, "{a}");
         }
         // CTA's input: the [CLS] row without the [CLS] key, per head.
