@@ -1,6 +1,7 @@
-//! Reports as the text encoder sees them: tokenisation (and, next, the word-piece grouping).
+//! Reports as the text encoder sees them: tokenisation and the merging of word pieces.
 //!
 //! Spec: `architecture.md` §4, `data.md` (tokenisation).
 //! **Deviation:** none at this level; each module states its own.
 
 pub mod tokenizer;
+pub mod words;
