@@ -89,6 +89,8 @@ impl HostTensor {
 pub struct TensorFile {
     /// Tensors by name.
     pub tensors: BTreeMap<String, HostTensor>,
+    /// Integer tensors to write (token ids) as I64: shape and values.
+    pub ints: BTreeMap<String, (Vec<usize>, Vec<i64>)>,
     /// The header's `__metadata__`.
     pub metadata: HashMap<String, String>,
 }
@@ -140,19 +142,20 @@ impl TensorFile {
             };
             tensors.insert(name, HostTensor { shape: view.shape().to_vec(), values });
         }
-        Ok(Self { tensors, metadata: header.metadata().clone().unwrap_or_default() })
+        Ok(Self { tensors, ints: BTreeMap::new(), metadata: header.metadata().clone().unwrap_or_default() })
     }
 
-    /// Write all tensors (float32, little-endian) and the metadata to `path`.
+    /// Write all tensors (float32 and int64, little-endian) and the metadata to `path`.
     pub fn write(&self, path: &Path) -> Result<(), ParityError> {
-        let bytes: Vec<(&String, Vec<u8>)> = self
-            .tensors
-            .iter()
-            .map(|(name, t)| (name, t.values.iter().flat_map(|v| v.to_le_bytes()).collect()))
-            .collect();
-        let views = bytes.iter().map(|(name, b)| {
-            let shape = self.tensors[*name].shape.clone();
-            (name.as_str(), TensorView::new(Dtype::F32, shape, b).expect("consistent view"))
+        let floats = self.tensors.iter().map(|(name, t)| {
+            (name, Dtype::F32, t.shape.clone(), t.values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>())
+        });
+        let ints = self.ints.iter().map(|(name, (shape, v))| {
+            (name, Dtype::I64, shape.clone(), v.iter().flat_map(|x| x.to_le_bytes()).collect())
+        });
+        let bytes: Vec<_> = floats.chain(ints).collect();
+        let views = bytes.iter().map(|(name, dtype, shape, b)| {
+            (name.as_str(), TensorView::new(*dtype, shape.clone(), b).expect("consistent view"))
         });
         let metadata = (!self.metadata.is_empty()).then(|| self.metadata.clone());
         safetensors::tensor::serialize_to_file(views, metadata, path)

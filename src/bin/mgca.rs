@@ -9,17 +9,25 @@
 //! `X:input` `[N, 3, S, S]` and writes `final_norm_output` and
 //! `last_block_attention_cls_mean_heads` (`architecture.md` §2).
 //!
+//! `mgca parity bert --model DIR --text-file T --max-length L --positions standard|reference
+//! --output O` tokenises each line of `T` and runs the BERT in `DIR` (`config.json`,
+//! `model.safetensors`, `tokenizer.json` or `vocab.txt`), writing `input_ids`,
+//! `last_hidden_state` and `last_layer_attention_cls_mean_heads` (`architecture.md` §4).
+//!
 //! **Deviation:** none. Exit status: 0 agreement (or nothing to compare), 1 disagreement,
 //! 2 bad input (the message names the file, tensor or checkpoint key).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use burn::tensor::{Int, Tensor, TensorData};
 use clap::{Parser, Subcommand};
 use mgca::backend::{Cpu, cpu_device};
 use mgca::loss::CtaEngine;
+use mgca::model::bert::{self, Bert, PositionIds};
 use mgca::model::vit::{self, Vit};
 use mgca::parity::{HostTensor, LossCase, SCALARS, TensorFile};
+use mgca::text::tokenizer::ReportTokenizer;
 use mgca::weights::{WeightError, WeightReader};
 
 #[derive(Parser)]
@@ -65,6 +73,30 @@ enum Parity {
         #[arg(long)]
         output: PathBuf,
     },
+    /// The BERT text encoder and its tokenizer, forward, from a Hugging Face model folder.
+    Bert {
+        /// A folder with `config.json`, `model.safetensors` and `tokenizer.json` or `vocab.txt`.
+        #[arg(long)]
+        model: PathBuf,
+        /// One sentence per line.
+        #[arg(long)]
+        text_file: PathBuf,
+        /// Truncate and pad every sentence to this many tokens.
+        #[arg(long, default_value_t = 112)]
+        max_length: usize,
+        /// `reference`: every token at position 0 (the reference's bug); `standard`: 0, 1, 2, ….
+        #[arg(long, value_enum)]
+        positions: Positions,
+        /// Where to write `input_ids`, `last_hidden_state`, `last_layer_attention_cls_mean_heads`.
+        #[arg(long)]
+        output: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Positions {
+    Standard,
+    Reference,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -85,13 +117,14 @@ fn main() -> ExitCode {
             parity_losses(&input, &output, engine)
         }
         Command::Parity(Parity::Vit { weights, heads, input, output }) => {
-            match parity_vit(&weights, heads, &input, &output) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::from(2)
-                }
-            }
+            bad_input(parity_vit(&weights, heads, &input, &output))
+        }
+        Command::Parity(Parity::Bert { model, text_file, max_length, positions, output }) => {
+            let positions = match positions {
+                Positions::Standard => PositionIds::Standard,
+                Positions::Reference => PositionIds::Reference,
+            };
+            bad_input(parity_bert(&model, &text_file, max_length, positions, &output))
         }
     }
 }
@@ -172,6 +205,88 @@ fn parity_vit(weights: &Path, heads: usize, input: &Path, output: &Path) -> Resu
         config.patch_size,
         side,
         x.shape[0],
+        output.display()
+    );
+    Ok(())
+}
+
+/// Exit 0, or 2 with the message (which names the file, tensor or key).
+fn bad_input(result: Result<(), String>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn parity_bert(
+    model: &Path,
+    text_file: &Path,
+    max_length: usize,
+    positions: PositionIds,
+    output: &Path,
+) -> Result<(), String> {
+    let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
+    let config_path = model.join("config.json");
+    let config: serde_json::Value =
+        serde_json::from_str(&read(&config_path)?).map_err(|e| format!("{}: {e}", config_path.display()))?;
+    let field = |name: &str| {
+        config[name]
+            .as_u64()
+            .map(|v| v as usize)
+            .ok_or_else(|| format!("{}: no integer `{name}`", config_path.display()))
+    };
+    let (heads, layers) = (field("num_attention_heads")?, field("num_hidden_layers")?);
+    let tokenizer = if model.join("tokenizer.json").is_file() {
+        ReportTokenizer::from_tokenizer_json(&model.join("tokenizer.json"), Some(max_length))
+    } else {
+        // Without a tokenizer.json, the casing comes from tokenizer_config.json (cased if absent,
+        // as Bio_ClinicalBERT).
+        let lowercase = read(&model.join("tokenizer_config.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|t| t["do_lower_case"].as_bool())
+            .unwrap_or(false);
+        ReportTokenizer::from_vocab(&model.join("vocab.txt"), lowercase, Some(max_length))
+    }
+    .map_err(|e| e.to_string())?;
+    let sentences: Vec<String> = read(text_file)?.lines().map(str::to_string).collect();
+    if sentences.is_empty() {
+        return Err(format!("{}: no sentences", text_file.display()));
+    }
+    let weights_path = model.join("model.safetensors");
+    let mut reader = WeightReader::new(TensorFile::read_numeric(&weights_path).map_err(|e| e.to_string())?);
+    let in_weights = |e: WeightError| format!("{}: {e}", weights_path.display());
+    let bert_config = bert::config_from_weights(&reader, heads, Some(layers)).map_err(in_weights)?;
+    let device = cpu_device();
+    let encoder = Bert::<Cpu>::load(&bert_config, &mut reader, &device).map_err(in_weights)?;
+
+    let (mut ids, mut mask) = (Vec::new(), Vec::new());
+    for (line, sentence) in sentences.iter().enumerate() {
+        let e = tokenizer.encode(sentence).map_err(|e| format!("{} line {}: {e}", text_file.display(), line + 1))?;
+        ids.extend(e.ids.iter().map(|i| *i as i64));
+        mask.extend(e.attention_mask.iter().map(|m| *m as f32));
+    }
+    let n = sentences.len();
+    let out = encoder.forward(
+        Tensor::<Cpu, 2, Int>::from_data(TensorData::new(ids.clone(), [n, max_length]), &device),
+        Tensor::<Cpu, 2>::from_data(TensorData::new(mask, [n, max_length]), &device),
+        positions,
+    );
+    let mut result = TensorFile::default();
+    result.ints.insert("input_ids".into(), (vec![n, max_length], ids));
+    result.tensors.insert("last_hidden_state".into(), HostTensor::from_tensor(out.hidden.clone()));
+    result
+        .tensors
+        .insert("last_layer_attention_cls_mean_heads".into(), HostTensor::from_tensor(out.cls_attention_mean_heads()));
+    result.write(output).map_err(|e| e.to_string())?;
+    println!(
+        "BERT: {} layers, width {}, {} heads, {positions:?} positions; {n} sentence(s) of {max_length} tokens; wrote {}",
+        bert_config.layers,
+        bert_config.hidden,
+        heads,
         output.display()
     );
     Ok(())

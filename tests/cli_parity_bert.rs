@@ -1,0 +1,111 @@
+//! `mgca parity bert` as a user runs it: the real all-MiniLM-L6-v2 (fetched by
+//! `cargo xtask assets`) against transformers' outputs, reports it was not written for
+//! (checked against the library), and bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use mgca::parity::{Agreement, HostTensor, TensorFile, Tolerance};
+
+fn minilm() -> PathBuf {
+    mgca::assets::minilm_dir().unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mgca-cli-bert-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn mgca_bert(model: &Path, text: &Path, max_length: &str, positions: &str, output: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mgca"))
+        .args(["parity", "bert", "--max-length", max_length, "--positions", positions, "--model"])
+        .arg(model)
+        .arg("--text-file")
+        .arg(text)
+        .arg("--output")
+        .arg(output)
+        .output()
+        .unwrap()
+}
+
+/// Keep the `[n, t, inner]` rows where the attention mask is 1.
+fn real_rows(t: &HostTensor, mask: &[f32], inner: usize) -> HostTensor {
+    let values = t.values.chunks_exact(inner).zip(mask).filter(|(_, m)| **m == 1.0).flat_map(|(c, _)| c.to_vec());
+    HostTensor { shape: vec![], values: values.collect() }
+}
+
+/// The fixture's three sentences, padded to 19 as transformers padded them.
+#[test]
+fn reproduces_transformers_on_minilm() {
+    let dir = scratch("minilm");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("golden/reference/encoders");
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture.join("minilm_reference.json")).unwrap()).unwrap();
+    let text: Vec<&str> = meta["sentences"].as_array().unwrap().iter().map(|s| s["text"].as_str().unwrap()).collect();
+    std::fs::write(dir.join("text.txt"), text.join("\n")).unwrap();
+    let out = dir.join("out.safetensors");
+    let run = mgca_bert(&minilm(), &dir.join("text.txt"), "19", "standard", &out);
+    assert_eq!(run.status.code(), Some(0), "{}", String::from_utf8_lossy(&run.stderr));
+
+    let ours = TensorFile::read_numeric(&out).unwrap();
+    let want = TensorFile::read_numeric(&fixture.join("minilm_reference.safetensors")).unwrap();
+    assert_eq!(ours.tensors["input_ids"], want.tensors["input_ids"]);
+    let mask = &want.tensors["attention_mask"].values;
+    let a = Agreement::measure(
+        "last_hidden_state",
+        &real_rows(&ours.tensors["last_hidden_state"], mask, 384),
+        &real_rows(&want.tensors["last_hidden_state"], mask, 384),
+        Tolerance { abs: 1e-4, rel: 0.0 },
+    );
+    assert!(a.ok, "{a}");
+    let name = "last_layer_attention_cls_mean_heads";
+    let a = Agreement::measure(name, &ours.tensors[name], &want.tensors[name], Tolerance { abs: 1e-5, rel: 0.0 });
+    assert!(a.ok, "{a}");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// Other reports, 112 tokens, the reference's positions: every sentence gets exactly 112 ids,
+/// and a sentence's outputs do not depend on the others in the file.
+#[test]
+fn sentences_are_independent_at_112_tokens() {
+    let dir = scratch("112");
+    let lines = ["Heart size normal.", "Interval increase in right upper lobe opacity, concerning for pneumonia."];
+    std::fs::write(dir.join("two.txt"), lines.join("\n")).unwrap();
+    std::fs::write(dir.join("one.txt"), lines[1]).unwrap();
+    let (two, one) = (dir.join("two.safetensors"), dir.join("one.safetensors"));
+    assert_eq!(mgca_bert(&minilm(), &dir.join("two.txt"), "112", "reference", &two).status.code(), Some(0));
+    assert_eq!(mgca_bert(&minilm(), &dir.join("one.txt"), "112", "reference", &one).status.code(), Some(0));
+    let (two, one) = (TensorFile::read_numeric(&two).unwrap(), TensorFile::read_numeric(&one).unwrap());
+    assert_eq!(two.tensors["input_ids"].shape, vec![2, 112]);
+    let second =
+        HostTensor { shape: vec![1, 112, 384], values: two.tensors["last_hidden_state"].values[112 * 384..].to_vec() };
+    let a = Agreement::measure(
+        "second sentence",
+        &second,
+        &one.tensors["last_hidden_state"],
+        Tolerance { abs: 1e-5, rel: 0.0 },
+    );
+    assert!(a.ok, "{a}");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn bad_input_exits_2_and_names_it() {
+    let dir = scratch("bad");
+    std::fs::write(dir.join("text.txt"), "No acute process.").unwrap();
+    std::fs::write(dir.join("empty.txt"), "").unwrap();
+    let out = dir.join("out.safetensors");
+    let cases: [(&Path, &Path, &str); 3] = [
+        (&dir, &dir.join("text.txt"), "config.json"),
+        (&minilm(), &dir.join("absent.txt"), "absent.txt"),
+        (&minilm(), &dir.join("empty.txt"), "no sentences"),
+    ];
+    for (model, text, what) in cases {
+        let run = mgca_bert(model, text, "112", "reference", &out);
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(2), "{what}: {stderr}");
+        assert!(stderr.contains(what), "`{stderr}` does not name `{what}`");
+    }
+    std::fs::remove_dir_all(dir).ok();
+}
