@@ -13,7 +13,7 @@
 //! - [`loss`] — the MGCA objective: [`loss::ita`], [`loss::cta`], [`loss::cpa`],
 //!   [`loss::sinkhorn`] and the combined [`loss::Objective`];
 //! - [`config`] — one typed configuration for every hyperparameter, with named presets;
-//! - [`model`] — the encoders ([`model::vit`], [`model::bert`]);
+//! - [`model`] — the encoders ([`model::vit`], [`model::bert`]) and [`model::heads`];
 //! - [`text`] — the report tokenizer;
 //! - [`weights`] — loading checkpoints into modules, with key and shape checks;
 //! - [`assets`] — real files from registry packages, cached outside the repository;
@@ -50,6 +50,8 @@ mod book {
     struct VitChapter;
     #[doc = include_str!("../book/src/bert.md")]
     struct BertChapter;
+    #[doc = include_str!("../book/src/heads.md")]
+    struct HeadsChapter;
     #[doc = include_str!("../book/src/build.md")]
     struct Build;
 }

@@ -3,7 +3,7 @@
 //! Kept light (clap and serde_json only) so that running a task never compiles burn with a
 //! second feature set; every heavy step is a `cargo` child process sharing one target folder.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
 use clap::{Parser, Subcommand};
@@ -69,9 +69,14 @@ fn main() -> ExitCode {
     }
 }
 
-/// The workspace root (the parent of this crate's folder).
+/// The workspace root: the parent of this crate's folder, as `cargo run` reports it at run time.
+/// (Not the compile-time path: with a target folder shared between checkouts, the binary may
+/// have been built from another checkout.)
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest_dir.parent().expect("workspace root").to_path_buf()
 }
 
 fn cargo() -> Command {

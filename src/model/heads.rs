@@ -1,0 +1,214 @@
+//! Projection heads: encoder features into the shared 128-d space.
+//!
+//! `g(x) = BN'(W₂ ReLU(BN(W₁ x + b₁)) + b₂)` with `BN'` without affine parameters. The global
+//! heads map `[N, D]` to `[N, d]`; the local heads apply the same per token (the reference's
+//! 1×1 Conv1d), so their BatchNorm statistics pool batch × tokens — padded word slots
+//! included.
+//!
+//! Spec: `architecture.md` §5 (heads), §1 (key layout `head.{0,1,3,4}`).
+//!
+//! **Deviation:** none: BatchNorm has PyTorch's semantics (momentum 0.1, eps 1e-5, biased
+//! variance to normalise, unbiased variance for the running estimate), which burn's own
+//! `BatchNorm` does not (it keeps the biased variance and has no non-affine form); hence
+//! [`BatchNorm1d`] here. Train or eval behaviour is chosen explicitly ([`Mode`]).
+
+use burn::module::{Module, Param, RunningState};
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::activation::relu;
+use burn::tensor::{Tensor, backend::Backend};
+
+use crate::weights::{WeightError, WeightReader};
+
+/// Whether BatchNorm uses and updates batch statistics (training) or uses running ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Batch statistics; running statistics updated.
+    Train,
+    /// Running statistics.
+    Eval,
+}
+
+/// `BatchNorm1d` with PyTorch's semantics, over `[rows, channels]`.
+#[derive(Module, Debug)]
+pub struct BatchNorm1d<B: Backend> {
+    gamma: Option<Param<Tensor<B, 1>>>,
+    beta: Option<Param<Tensor<B, 1>>>,
+    running_mean: RunningState<Tensor<B, 1>>,
+    running_var: RunningState<Tensor<B, 1>>,
+    momentum: f64,
+    epsilon: f64,
+}
+
+// ANCHOR: batchnorm
+impl<B: Backend> BatchNorm1d<B> {
+    /// A fresh BatchNorm: γ = 1, β = 0 (if affine), running mean 0 and variance 1.
+    pub fn new(channels: usize, affine: bool, device: &B::Device) -> Self {
+        let ones = || Tensor::<B, 1>::ones([channels], device);
+        Self {
+            gamma: affine.then(|| Param::from_tensor(ones())),
+            beta: affine.then(|| Param::from_tensor(Tensor::zeros([channels], device))),
+            running_mean: RunningState::new(Tensor::zeros([channels], device)),
+            running_var: RunningState::new(ones()),
+            momentum: 0.1,
+            epsilon: 1e-5,
+        }
+    }
+
+    /// Normalise `[rows, channels]`.
+    pub fn forward(&self, x: Tensor<B, 2>, mode: Mode) -> Tensor<B, 2> {
+        let rows = x.dims()[0];
+        let (mean, var) = match mode {
+            Mode::Train => {
+                let mean = x.clone().mean_dim(0); // [1, C]
+                let var = (x.clone() - mean.clone()).square().mean_dim(0); // biased, [1, C]
+                let unbiased = var.clone().detach().mul_scalar(rows as f64 / (rows.max(2) - 1) as f64);
+                let m = self.momentum;
+                let running_mean = self.running_mean.value_sync().mul_scalar(1.0 - m)
+                    + mean.clone().detach().reshape([-1]).mul_scalar(m);
+                let running_var =
+                    self.running_var.value_sync().mul_scalar(1.0 - m) + unbiased.reshape([-1]).mul_scalar(m);
+                self.running_mean.update(running_mean.detach());
+                self.running_var.update(running_var.detach());
+                (mean, var)
+            }
+            Mode::Eval => (self.running_mean.value_sync().unsqueeze(), self.running_var.value_sync().unsqueeze()),
+        };
+        let y = (x - mean) / var.add_scalar(self.epsilon).sqrt();
+        match (&self.gamma, &self.beta) {
+            (Some(g), Some(b)) => y * g.val().unsqueeze() + b.val().unsqueeze(),
+            _ => y,
+        }
+    }
+}
+// ANCHOR_END: batchnorm
+
+/// A projection head: Linear, BatchNorm (affine), ReLU, Linear, BatchNorm (not affine).
+#[derive(Module, Debug)]
+pub struct ProjectionHead<B: Backend> {
+    fc1: Linear<B>,
+    bn1: BatchNorm1d<B>,
+    fc2: Linear<B>,
+    bn2: BatchNorm1d<B>,
+}
+
+impl<B: Backend> ProjectionHead<B> {
+    /// A freshly initialised head `D → H → d` (reference: `D → 2048 → 128`).
+    pub fn new(input: usize, hidden: usize, output: usize, device: &B::Device) -> Self {
+        Self {
+            fc1: LinearConfig::new(input, hidden).init(device),
+            bn1: BatchNorm1d::new(hidden, true, device),
+            fc2: LinearConfig::new(hidden, output).init(device),
+            bn2: BatchNorm1d::new(output, false, device),
+        }
+    }
+
+    /// The global head on `[N, D]`. `-> [N, d]`
+    pub fn forward(&self, x: Tensor<B, 2>, mode: Mode) -> Tensor<B, 2> {
+        let h = relu(self.bn1.forward(self.fc1.forward(x), mode));
+        self.bn2.forward(self.fc2.forward(h), mode)
+    }
+
+    /// The local head on `[N, T, D]`, per token, statistics over batch × tokens. `-> [N, T, d]`
+    pub fn forward_tokens(&self, x: Tensor<B, 3>, mode: Mode) -> Tensor<B, 3> {
+        let [n, t, d] = x.dims();
+        let y = self.forward(x.reshape([n * t, d]), mode);
+        let out = y.dims()[1];
+        y.reshape([n, t, out])
+    }
+
+    /// Load `{prefix}.0` (Linear `[H, D]` or Conv1d `[H, D, 1]`), `{prefix}.1` (BatchNorm with
+    /// affine parameters and running statistics), `{prefix}.3`, `{prefix}.4` (running
+    /// statistics only).
+    pub fn load(prefix: &str, weights: &mut WeightReader, device: &B::Device) -> Result<Self, WeightError> {
+        let first = weights.shape(&format!("{prefix}.0.weight"))?;
+        let second = weights.shape(&format!("{prefix}.3.weight"))?;
+        let (hidden, input, output) = (first[0], first[1], second[0]);
+        let mut head = Self::new(input, hidden, output, device);
+        let conv = first.len() == 3;
+        for (index, layer, (i, o)) in [(0, &mut head.fc1, (input, hidden)), (3, &mut head.fc2, (hidden, output))] {
+            let key = format!("{prefix}.{index}");
+            if conv {
+                let w: Tensor<B, 3> = weights.tensor(device, &format!("{key}.weight"), &[o, i, 1])?;
+                layer.weight = Param::from_tensor(w.reshape([o, i]).transpose());
+                layer.bias = Some(weights.param(device, &format!("{key}.bias"), &[o])?);
+            } else {
+                weights.linear(device, &key, i, o, layer)?;
+            }
+        }
+        for (index, bn, channels, affine) in [(1, &mut head.bn1, hidden, true), (4, &mut head.bn2, output, false)] {
+            let key = |name: &str| format!("{prefix}.{index}.{name}");
+            if affine {
+                bn.gamma = Some(weights.param(device, &key("weight"), &[channels])?);
+                bn.beta = Some(weights.param(device, &key("bias"), &[channels])?);
+            }
+            bn.running_mean = RunningState::new(weights.tensor(device, &key("running_mean"), &[channels])?);
+            bn.running_var = RunningState::new(weights.tensor(device, &key("running_var"), &[channels])?);
+        }
+        Ok(head)
+    }
+
+    /// The running statistics `(mean, var)` of the two BatchNorms.
+    pub fn running_stats(&self) -> [(Tensor<B, 1>, Tensor<B, 1>); 2] {
+        [
+            (self.bn1.running_mean.value_sync(), self.bn1.running_var.value_sync()),
+            (self.bn2.running_mean.value_sync(), self.bn2.running_var.value_sync()),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{Cpu, cpu_device};
+    use crate::parity::{Agreement, HostTensor, TensorFile, Tolerance};
+    use burn::tensor::TensorData;
+    use std::path::Path;
+
+    /// Heads built as the spec says, run by PyTorch (golden/pytorch/heads/make_heads.py): the
+    /// train-mode outputs, the running statistics after that step (unbiased variance), and the
+    /// eval-mode outputs, for the global (Linear) and the local (Conv1d, padded tokens) head.
+    #[test]
+    fn heads_match_pytorch() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("golden/pytorch/heads/heads.safetensors");
+        let file = TensorFile::read(&path).unwrap();
+        let dev = cpu_device();
+        let tol = Tolerance { abs: 1e-5, rel: 1e-5 };
+        let check = |name: &str, ours: HostTensor| {
+            let a = Agreement::measure(name, &ours, &file.tensors[name], tol);
+            eprintln!("{a}");
+            assert!(a.ok, "{a}");
+        };
+        let input = |name: &str| {
+            let t = &file.tensors[name];
+            TensorData::new(t.values.clone(), t.shape.clone())
+        };
+        for kind in ["global", "local"] {
+            let mut weights = WeightReader::new(file.clone());
+            let head = ProjectionHead::<Cpu>::load(&format!("{kind}.head"), &mut weights, &dev).unwrap();
+            let (train, eval) = if kind == "global" {
+                let x = Tensor::<Cpu, 2>::from_data(input("in.global"), &dev);
+                let train = HostTensor::from_tensor(head.forward(x.clone(), Mode::Train));
+                (train, HostTensor::from_tensor(head.forward(x, Mode::Eval)))
+            } else {
+                let x = Tensor::<Cpu, 3>::from_data(input("in.local"), &dev);
+                let train = HostTensor::from_tensor(head.forward_tokens(x.clone(), Mode::Train));
+                (train, HostTensor::from_tensor(head.forward_tokens(x, Mode::Eval)))
+            };
+            check(&format!("train.{kind}"), train);
+            for ((mean, var), index) in head.running_stats().into_iter().zip([1, 4]) {
+                check(&format!("after.{kind}.head.{index}.running_mean"), HostTensor::from_tensor(mean));
+                check(&format!("after.{kind}.head.{index}.running_var"), HostTensor::from_tensor(var));
+            }
+            check(&format!("eval.{kind}"), eval);
+        }
+    }
+
+    #[test]
+    fn a_non_affine_batchnorm_has_no_affine_parameters() {
+        let (plain, affine) =
+            (BatchNorm1d::<Cpu>::new(4, false, &cpu_device()), BatchNorm1d::<Cpu>::new(4, true, &cpu_device()));
+        assert!(plain.gamma.is_none() && plain.beta.is_none());
+        // γ and β: 2 × 4 values more (running statistics are counted for both).
+        assert_eq!(affine.num_params() - plain.num_params(), 8);
+    }
+}
