@@ -12,6 +12,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::loss::{CpaConfig, CtaConfig, ItaConfig, ObjectiveConfig, PatchWeighting, SinkhornScope};
+use crate::model::bert::BertConfig;
+use crate::model::vit::VitConfig;
 
 /// The image encoder, which also decides CTA's patch branch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,6 +41,12 @@ impl ImageEncoderKind {
 pub struct MgcaConfig {
     /// Which image encoder produces `v` and the local tokens `P`.
     pub image_encoder: ImageEncoderKind,
+    /// The ViT's shape (ViT-B/16: width 768, 12 blocks, 12 heads).
+    pub vit: VitConfig,
+    /// The text encoder's shape (Bio_ClinicalBERT widths, 6 layers).
+    pub bert: BertConfig,
+    /// H, the hidden width of the projection heads (reference: 2048).
+    pub projection_hidden: usize,
     /// d, the width of the shared embedding space (reference and paper: 128).
     pub embed_dim: usize,
     /// K, the number of prototypes (reference and paper: 500).
@@ -94,6 +102,9 @@ impl MgcaConfig {
     pub fn reference_for(image_encoder: ImageEncoderKind) -> Self {
         Self {
             image_encoder,
+            vit: VitConfig::base(),
+            bert: BertConfig::mgca(),
+            projection_hidden: 2048,
             embed_dim: 128,
             num_prototypes: 500,
             objective: ObjectiveConfig::reference(image_encoder),
@@ -103,12 +114,19 @@ impl MgcaConfig {
     /// The paper's stated choices where they differ from the code.
     pub fn paper() -> Self {
         let image_encoder = ImageEncoderKind::VitBase;
-        Self { image_encoder, embed_dim: 128, num_prototypes: 500, objective: ObjectiveConfig::paper(image_encoder) }
+        Self { objective: ObjectiveConfig::paper(image_encoder), ..Self::reference_for(image_encoder) }
     }
 
     /// Tiny sizes with the reference's behaviour, for tests and CPU smoke runs.
     pub fn smoke() -> Self {
-        Self { embed_dim: 32, num_prototypes: 16, ..Self::reference() }
+        Self {
+            vit: VitConfig { image_size: 32, patch_size: 8, dim: 32, depth: 2, heads: 2, mlp_dim: 64 },
+            bert: BertConfig { vocab_size: 128, hidden: 32, layers: 2, heads: 2, intermediate: 64, max_positions: 32 },
+            projection_hidden: 64,
+            embed_dim: 32,
+            num_prototypes: 16,
+            ..Self::reference()
+        }
     }
 }
 // ANCHOR_END: presets

@@ -115,6 +115,13 @@ pub struct BertOutput<B: Backend> {
     pub last_attention: Tensor<B, 4>,
 }
 
+impl<B: Backend> Bert<B> {
+    /// The word-embedding table (`embeddings.word_embeddings.weight`).
+    pub fn word_embedding(&self) -> Tensor<B, 2> {
+        self.word.weight.val()
+    }
+}
+
 impl<B: Backend> BertOutput<B> {
     /// The head-averaged [CLS] row of the last layer's attention, over all keys. `[N, L]`
     pub fn cls_attention_mean_heads(&self) -> Tensor<B, 2> {

@@ -6,4 +6,5 @@
 
 pub mod bert;
 pub mod heads;
+pub mod mgca;
 pub mod vit;

@@ -104,6 +104,13 @@ pub struct VitOutput<B: Backend> {
     pub last_attention: Tensor<B, 4>,
 }
 
+impl<B: Backend> Vit<B> {
+    /// The patch-embedding kernel (timm's `patch_embed.proj.weight`), e.g. to inspect its gradient.
+    pub fn patch_weight(&self) -> Tensor<B, 4> {
+        self.patch_embed.weight.val()
+    }
+}
+
 impl<B: Backend> VitOutput<B> {
     /// The head-averaged [CLS] row of the last block's attention, over all keys ([CLS] first).
     /// `[N, 1 + M]`
