@@ -125,8 +125,7 @@ impl<B: Backend> Bert<B> {
 impl<B: Backend> BertOutput<B> {
     /// The head-averaged [CLS] row of the last layer's attention, over all keys. `[N, L]`
     pub fn cls_attention_mean_heads(&self) -> Tensor<B, 2> {
-        let [n, _, l, _] = self.last_attention.dims();
-        self.last_attention.clone().narrow(2, 0, 1).mean_dim(1).reshape([n, l])
+        super::cls_row_mean_heads(&self.last_attention)
     }
 }
 

@@ -115,8 +115,7 @@ impl<B: Backend> VitOutput<B> {
     /// The head-averaged [CLS] row of the last block's attention, over all keys ([CLS] first).
     /// `[N, 1 + M]`
     pub fn cls_attention_mean_heads(&self) -> Tensor<B, 2> {
-        let [n, _, t, _] = self.last_attention.dims();
-        self.last_attention.clone().narrow(2, 0, 1).mean_dim(1).reshape([n, t])
+        super::cls_row_mean_heads(&self.last_attention)
     }
 
     /// The last block's [CLS]→patch attention per head, as CTA consumes it. `[N, H, M]`
