@@ -79,8 +79,9 @@ impl HostTensor {
         Self { shape, values }
     }
 
-    fn data(&self) -> TensorData {
-        TensorData::new(self.values.clone(), self.shape.clone())
+    /// Copy to a burn tensor on `device` (the rank must match the shape).
+    pub fn to_tensor<B: burn::tensor::backend::Backend, const D: usize>(&self, device: &B::Device) -> Tensor<B, D> {
+        Tensor::from_data(TensorData::new(self.values.clone(), self.shape.clone()), device)
     }
 }
 
@@ -303,26 +304,25 @@ impl LossCase {
     /// `grad.*` tensors.
     pub fn run(&self, engine: CtaEngine) -> TensorFile {
         let dev = cpu_device();
-        let input = |name: &str| self.file.tensors[name].data();
-        let leaf2 = |name: &str| Tensor::<CpuAutodiff, 2>::from_data(input(name), &dev).require_grad();
-        let leaf3 = |name: &str| Tensor::<CpuAutodiff, 3>::from_data(input(name), &dev).require_grad();
+        let input = |name: &str| &self.file.tensors[name];
+        let leaf2 = |name: &str| input(name).to_tensor::<CpuAutodiff, 2>(&dev).require_grad();
+        let leaf3 = |name: &str| input(name).to_tensor::<CpuAutodiff, 3>(&dev).require_grad();
         let (img, report) = (leaf2("in.img_emb"), leaf2("in.report_emb"));
         let (patch, word) = (leaf3("in.patch_emb"), leaf3("in.word_emb"));
         // The reference re-normalises the prototype parameter in place, then differentiates
         // with respect to the normalised rows: make those rows the leaf.
-        let protos =
-            normalize_prototypes(Tensor::<CpuAutodiff, 2>::from_data(input("in.prototypes"), &dev)).require_grad();
+        let protos = normalize_prototypes(input("in.prototypes").to_tensor::<CpuAutodiff, 2>(&dev)).require_grad();
         let word_pad: Tensor<CpuAutodiff, 2, Bool> =
-            Tensor::<CpuAutodiff, 2>::from_data(input("in.word_pad_mask"), &dev).greater_elem(0.5);
+            input("in.word_pad_mask").to_tensor::<CpuAutodiff, 2>(&dev).greater_elem(0.5);
         let patch_attn = (self.encoder == ImageEncoderKind::VitBase)
-            .then(|| Tensor::<CpuAutodiff, 3>::from_data(input("in.vit_cls_attn"), &dev));
+            .then(|| input("in.vit_cls_attn").to_tensor::<CpuAutodiff, 3>(&dev));
 
         let out = Objective::new(self.config.clone()).with_engine(engine).forward(ObjectiveInputs {
             img_emb: img.clone(),
             report_emb: report.clone(),
             patch_emb: patch.clone(),
             word_emb: word.clone(),
-            word_attn: Tensor::from_data(input("in.word_attn"), &dev),
+            word_attn: input("in.word_attn").to_tensor(&dev),
             word_pad,
             patch_attn,
             prototypes: protos.clone(),

@@ -189,7 +189,7 @@ fn parity_vit(weights: &Path, heads: usize, input: &Path, output: &Path) -> Resu
     if let Some(i) = x.values.iter().position(|v| !v.is_finite()) {
         return Err(format!("{}: tensor `input` holds {} at flat index {i}", input.display(), x.values[i]));
     }
-    let out = model.forward(vit::tensor_from::<Cpu, 4>(x.values.clone(), [x.shape[0], 3, side, side], &device));
+    let out = model.forward(x.to_tensor::<Cpu, 4>(&device));
     let mut result = TensorFile::default();
     result.tensors.insert("final_norm_output".into(), HostTensor::from_tensor(out.tokens.clone()));
     result

@@ -161,7 +161,6 @@ mod tests {
     use super::*;
     use crate::backend::{Cpu, cpu_device};
     use crate::parity::{Agreement, HostTensor, TensorFile, Tolerance};
-    use burn::tensor::TensorData;
     use std::path::Path;
 
     /// Heads built as the spec says, run by PyTorch (golden/pytorch/heads/make_heads.py): the
@@ -178,19 +177,15 @@ mod tests {
             eprintln!("{a}");
             assert!(a.ok, "{a}");
         };
-        let input = |name: &str| {
-            let t = &file.tensors[name];
-            TensorData::new(t.values.clone(), t.shape.clone())
-        };
         for kind in ["global", "local"] {
             let mut weights = WeightReader::new(file.clone());
             let head = ProjectionHead::<Cpu>::load(&format!("{kind}.head"), &mut weights, &dev).unwrap();
             let (train, eval) = if kind == "global" {
-                let x = Tensor::<Cpu, 2>::from_data(input("in.global"), &dev);
+                let x = file.tensors["in.global"].to_tensor::<Cpu, 2>(&dev);
                 let train = HostTensor::from_tensor(head.forward(x.clone(), Mode::Train));
                 (train, HostTensor::from_tensor(head.forward(x, Mode::Eval)))
             } else {
-                let x = Tensor::<Cpu, 3>::from_data(input("in.local"), &dev);
+                let x = file.tensors["in.local"].to_tensor::<Cpu, 3>(&dev);
                 let train = HostTensor::from_tensor(head.forward_tokens(x.clone(), Mode::Train));
                 (train, HostTensor::from_tensor(head.forward_tokens(x, Mode::Eval)))
             };

@@ -14,7 +14,7 @@ use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::{gelu, softmax};
-use burn::tensor::{Tensor, TensorData, backend::Backend};
+use burn::tensor::{Tensor, backend::Backend};
 use serde::{Deserialize, Serialize};
 
 use crate::weights::{WeightError, WeightReader};
@@ -203,15 +203,6 @@ impl<B: Backend> Vit<B> {
     }
 }
 
-/// An `[N, …]` float tensor from host values.
-pub fn tensor_from<B: Backend, const D: usize>(
-    values: Vec<f32>,
-    shape: [usize; D],
-    device: &B::Device,
-) -> Tensor<B, D> {
-    Tensor::from_data(TensorData::new(values, shape), device)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,7 +228,7 @@ mod tests {
         assert!(weights.unused().is_empty(), "unused: {:?}", weights.unused());
 
         let input = golden("vit_input.safetensors").tensors["input"].clone();
-        let x = tensor_from::<Cpu, 4>(input.values, [1, 3, 224, 224], &dev);
+        let x = input.to_tensor::<Cpu, 4>(&dev);
         let out = vit.forward(x);
         let want = golden("vit_tiny_d2_outputs.safetensors");
         let hidden = Tolerance { abs: 1e-4, rel: 0.0 };

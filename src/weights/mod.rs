@@ -12,7 +12,7 @@ use std::fmt;
 
 use burn::module::Param;
 use burn::nn::{LayerNorm, Linear};
-use burn::tensor::{Tensor, TensorData, backend::Backend};
+use burn::tensor::{Tensor, backend::Backend};
 
 use crate::parity::TensorFile;
 
@@ -76,7 +76,7 @@ impl WeightReader {
             return Err(WeightError::Shape { key: key.into(), expected: expected.to_vec(), got: t.shape.clone() });
         }
         self.used.insert(key.into());
-        Ok(Tensor::from_data(TensorData::new(t.values.clone(), t.shape.clone()), device))
+        Ok(t.to_tensor(device))
     }
 
     /// [`WeightReader::tensor`] as a trainable parameter.
