@@ -85,6 +85,25 @@ impl HostTensor {
     }
 }
 
+/// Deterministic test images `[n, 3, size, size]` that need no file:
+/// `x[b, c, i, j] = sin(0.05 (c + 1) i + 0.07 j + b) · cos(0.03 (i + j)(b + 1))`, computed in
+/// f64 and rounded to f32, exactly as `golden/pytorch/resnet/make_resnet.py` computes them.
+pub fn formula_images(n: usize, size: usize) -> HostTensor {
+    let mut values = Vec::with_capacity(n * 3 * size * size);
+    for b in 0..n {
+        for c in 0..3 {
+            for i in 0..size {
+                for j in 0..size {
+                    let (bf, cf, fi, fj) = (b as f64, c as f64, i as f64, j as f64);
+                    let v = (0.05 * (cf + 1.0) * fi + 0.07 * fj + bf).sin() * (0.03 * (fi + fj) * (bf + 1.0)).cos();
+                    values.push(v as f32);
+                }
+            }
+        }
+    }
+    HostTensor { shape: vec![n, 3, size, size], values }
+}
+
 /// A safetensors file: float32 tensors by name and string metadata.
 #[derive(Debug, Clone, Default)]
 pub struct TensorFile {

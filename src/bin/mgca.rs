@@ -9,6 +9,11 @@
 //! `X:input` `[N, 3, S, S]` and writes `final_norm_output` and
 //! `last_block_attention_cls_mean_heads` (`architecture.md` §2).
 //!
+//! `mgca parity resnet --weights W --input X --output O [--mode eval|train] [--no-upsample]` runs
+//! a torchvision-named ResNet on `X:input` `[N, 3, 224, 224]` (up-sampled to 299 px as MGCA does,
+//! unless `--no-upsample`) and writes `global` `[N, 2048]` and `local` `[N, 361, 1024]`
+//! (`architecture.md` §3).
+//!
 //! `mgca parity bert --model DIR --text-file T --max-length L --positions standard|reference
 //! --output O` tokenises each line of `T` and runs the BERT in `DIR` (`config.json`,
 //! `model.safetensors`, `tokenizer.json` or `vocab.txt`), writing `input_ids`,
@@ -24,7 +29,9 @@ use burn::tensor::{Int, Tensor, TensorData};
 use clap::{Parser, Subcommand};
 use mgca::backend::{Cpu, cpu_device};
 use mgca::loss::CtaEngine;
+use mgca::model::batchnorm::Mode;
 use mgca::model::bert::{self, Bert, PositionIds};
+use mgca::model::resnet::{self, ResNet};
 use mgca::model::vit::{self, Vit};
 use mgca::parity::{HostTensor, LossCase, SCALARS, TensorFile};
 use mgca::text::tokenizer::ReportTokenizer;
@@ -73,6 +80,24 @@ enum Parity {
         #[arg(long)]
         output: PathBuf,
     },
+    /// The ResNet image encoder, forward, from torchvision-named weights.
+    Resnet {
+        /// A state dict with torchvision key names.
+        #[arg(long)]
+        weights: PathBuf,
+        /// A safetensors file holding `input` `[N, 3, S, S]`.
+        #[arg(long)]
+        input: PathBuf,
+        /// Where to write `global` (pooled layer 4) and `local` (layer-3 tokens).
+        #[arg(long)]
+        output: PathBuf,
+        /// BatchNorm with running statistics (`eval`) or batch statistics (`train`).
+        #[arg(long, value_enum, default_value_t = BnMode::Eval)]
+        mode: BnMode,
+        /// Skip MGCA's bilinear up-sampling to 299 px (as detection and segmentation do).
+        #[arg(long)]
+        no_upsample: bool,
+    },
     /// The BERT text encoder and its tokenizer, forward, from a Hugging Face model folder.
     Bert {
         /// A folder with `config.json`, `model.safetensors` and `tokenizer.json` or `vocab.txt`.
@@ -100,6 +125,12 @@ enum Positions {
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
+enum BnMode {
+    Eval,
+    Train,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
 enum Engine {
     /// The fused CPU kernel with hand-written gradients (fast).
     Fused,
@@ -118,6 +149,13 @@ fn main() -> ExitCode {
         }
         Command::Parity(Parity::Vit { weights, heads, input, output }) => {
             bad_input(parity_vit(&weights, heads, &input, &output))
+        }
+        Command::Parity(Parity::Resnet { weights, input, output, mode, no_upsample }) => {
+            let mode = match mode {
+                BnMode::Eval => Mode::Eval,
+                BnMode::Train => Mode::Train,
+            };
+            bad_input(parity_resnet(&weights, &input, &output, mode, !no_upsample))
         }
         Command::Parity(Parity::Bert { model, text_file, max_length, positions, output }) => {
             let positions = match positions {
@@ -176,19 +214,8 @@ fn parity_vit(weights: &Path, heads: usize, input: &Path, output: &Path) -> Resu
     if !unused.is_empty() {
         println!("unused checkpoint keys: {}", unused.join(", "));
     }
-    let images = TensorFile::read(input).map_err(|e| e.to_string())?;
-    let x = images.tensors.get("input").ok_or_else(|| format!("{}: missing tensor `input`", input.display()))?;
     let side = config.image_size;
-    if x.shape.len() != 4 || x.shape[1..] != [3, side, side] {
-        return Err(format!(
-            "{}: tensor `input` has shape {:?}, expected [N, 3, {side}, {side}]",
-            input.display(),
-            x.shape
-        ));
-    }
-    if let Some(i) = x.values.iter().position(|v| !v.is_finite()) {
-        return Err(format!("{}: tensor `input` holds {} at flat index {i}", input.display(), x.values[i]));
-    }
+    let x = read_images(input, side)?;
     let out = model.forward(x.to_tensor::<Cpu, 4>(&device));
     let mut result = TensorFile::default();
     result.tensors.insert("final_norm_output".into(), HostTensor::from_tensor(out.tokens.clone()));
@@ -204,6 +231,51 @@ fn parity_vit(weights: &Path, heads: usize, input: &Path, output: &Path) -> Resu
         config.heads,
         config.patch_size,
         side,
+        x.shape[0],
+        output.display()
+    );
+    Ok(())
+}
+
+/// `input` `[N, 3, side, side]` of `path`, all finite.
+fn read_images(path: &Path, side: usize) -> Result<HostTensor, String> {
+    let images = TensorFile::read(path).map_err(|e| e.to_string())?;
+    let x = images.tensors.get("input").ok_or_else(|| format!("{}: missing tensor `input`", path.display()))?;
+    if x.shape.len() != 4 || x.shape[1..] != [3, side, side] {
+        return Err(format!(
+            "{}: tensor `input` has shape {:?}, expected [N, 3, {side}, {side}]",
+            path.display(),
+            x.shape
+        ));
+    }
+    if let Some(i) = x.values.iter().position(|v| !v.is_finite()) {
+        return Err(format!("{}: tensor `input` holds {} at flat index {i}", path.display(), x.values[i]));
+    }
+    Ok(x.clone())
+}
+
+fn parity_resnet(weights: &Path, input: &Path, output: &Path, mode: Mode, upsample: bool) -> Result<(), String> {
+    let mut reader = WeightReader::new(TensorFile::read_numeric(weights).map_err(|e| e.to_string())?);
+    let in_weights = |e: WeightError| format!("{}: {e}", weights.display());
+    let config = resnet::config_from_weights(&reader, upsample.then_some(299)).map_err(in_weights)?;
+    let device = cpu_device();
+    let model = ResNet::<Cpu>::load(&config, &mut reader, &device).map_err(in_weights)?;
+    let unused = reader.unused();
+    if !unused.is_empty() {
+        println!("unused checkpoint keys: {}", unused.join(", "));
+    }
+    let x = read_images(input, 224)?;
+    let out = model.forward(x.to_tensor::<Cpu, 4>(&device), mode);
+    let mut result = TensorFile::default();
+    result.tensors.insert("global".into(), HostTensor::from_tensor(out.global));
+    result.tensors.insert("local".into(), HostTensor::from_tensor(out.local.clone()));
+    result.metadata.insert("config".into(), serde_json::to_string(&config).expect("config serialises"));
+    result.write(output).map_err(|e| e.to_string())?;
+    let [_, tokens, width] = out.local.dims();
+    println!(
+        "ResNet: width {}, blocks {:?}, {mode:?} BatchNorm; {} image(s); {tokens} local tokens of {width}; wrote {}",
+        config.width,
+        config.blocks,
         x.shape[0],
         output.display()
     );

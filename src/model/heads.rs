@@ -7,88 +7,26 @@
 //!
 //! Spec: `architecture.md` §5 (heads), §1 (key layout `head.{0,1,3,4}`).
 //!
-//! **Deviation:** none: BatchNorm has PyTorch's semantics (momentum 0.1, eps 1e-5, biased
-//! variance to normalise, unbiased variance for the running estimate), which burn's own
-//! `BatchNorm` does not (it keeps the biased variance and has no non-affine form); hence
-//! [`BatchNorm1d`] here. Train or eval behaviour is chosen explicitly ([`Mode`]).
+//! **Deviation:** none: the BatchNorms have PyTorch's semantics ([`super::batchnorm`]); train
+//! or eval behaviour is chosen per call ([`Mode`]).
 
-use burn::module::{Module, Param, RunningState};
+use burn::module::{Module, Param};
+
+use super::batchnorm::BatchNorm;
+pub use super::batchnorm::Mode;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::activation::relu;
 use burn::tensor::{Tensor, backend::Backend};
 
 use crate::weights::{WeightError, WeightReader};
 
-/// Whether BatchNorm uses and updates batch statistics (training) or uses running ones.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Batch statistics; running statistics updated.
-    Train,
-    /// Running statistics.
-    Eval,
-}
-
-/// `BatchNorm1d` with PyTorch's semantics, over `[rows, channels]`.
-#[derive(Module, Debug)]
-pub struct BatchNorm1d<B: Backend> {
-    gamma: Option<Param<Tensor<B, 1>>>,
-    beta: Option<Param<Tensor<B, 1>>>,
-    running_mean: RunningState<Tensor<B, 1>>,
-    running_var: RunningState<Tensor<B, 1>>,
-    momentum: f64,
-    epsilon: f64,
-}
-
-// ANCHOR: batchnorm
-impl<B: Backend> BatchNorm1d<B> {
-    /// A fresh BatchNorm: γ = 1, β = 0 (if affine), running mean 0 and variance 1.
-    pub fn new(channels: usize, affine: bool, device: &B::Device) -> Self {
-        let ones = || Tensor::<B, 1>::ones([channels], device);
-        Self {
-            gamma: affine.then(|| Param::from_tensor(ones())),
-            beta: affine.then(|| Param::from_tensor(Tensor::zeros([channels], device))),
-            running_mean: RunningState::new(Tensor::zeros([channels], device)),
-            running_var: RunningState::new(ones()),
-            momentum: 0.1,
-            epsilon: 1e-5,
-        }
-    }
-
-    /// Normalise `[rows, channels]`.
-    pub fn forward(&self, x: Tensor<B, 2>, mode: Mode) -> Tensor<B, 2> {
-        let rows = x.dims()[0];
-        let (mean, var) = match mode {
-            Mode::Train => {
-                let mean = x.clone().mean_dim(0); // [1, C]
-                let var = (x.clone() - mean.clone()).square().mean_dim(0); // biased, [1, C]
-                let unbiased = var.clone().detach().mul_scalar(rows as f64 / (rows.max(2) - 1) as f64);
-                let m = self.momentum;
-                let running_mean = self.running_mean.value_sync().mul_scalar(1.0 - m)
-                    + mean.clone().detach().reshape([-1]).mul_scalar(m);
-                let running_var =
-                    self.running_var.value_sync().mul_scalar(1.0 - m) + unbiased.reshape([-1]).mul_scalar(m);
-                self.running_mean.update(running_mean.detach());
-                self.running_var.update(running_var.detach());
-                (mean, var)
-            }
-            Mode::Eval => (self.running_mean.value_sync().unsqueeze(), self.running_var.value_sync().unsqueeze()),
-        };
-        let y = (x - mean) / var.add_scalar(self.epsilon).sqrt();
-        match (&self.gamma, &self.beta) {
-            (Some(g), Some(b)) => y * g.val().unsqueeze() + b.val().unsqueeze(),
-            _ => y,
-        }
-    }
-}
-// ANCHOR_END: batchnorm
-
 /// A projection head: Linear, BatchNorm (affine), ReLU, Linear, BatchNorm (not affine).
 #[derive(Module, Debug)]
 pub struct ProjectionHead<B: Backend> {
     fc1: Linear<B>,
-    bn1: BatchNorm1d<B>,
+    bn1: BatchNorm<B>,
     fc2: Linear<B>,
-    bn2: BatchNorm1d<B>,
+    bn2: BatchNorm<B>,
 }
 
 impl<B: Backend> ProjectionHead<B> {
@@ -96,9 +34,9 @@ impl<B: Backend> ProjectionHead<B> {
     pub fn new(input: usize, hidden: usize, output: usize, device: &B::Device) -> Self {
         Self {
             fc1: LinearConfig::new(input, hidden).init(device),
-            bn1: BatchNorm1d::new(hidden, true, device),
+            bn1: BatchNorm::new(hidden, true, device),
             fc2: LinearConfig::new(hidden, output).init(device),
-            bn2: BatchNorm1d::new(output, false, device),
+            bn2: BatchNorm::new(output, false, device),
         }
     }
 
@@ -135,24 +73,14 @@ impl<B: Backend> ProjectionHead<B> {
                 weights.linear(device, &key, i, o, layer)?;
             }
         }
-        for (index, bn, channels, affine) in [(1, &mut head.bn1, hidden, true), (4, &mut head.bn2, output, false)] {
-            let key = |name: &str| format!("{prefix}.{index}.{name}");
-            if affine {
-                bn.gamma = Some(weights.param(device, &key("weight"), &[channels])?);
-                bn.beta = Some(weights.param(device, &key("bias"), &[channels])?);
-            }
-            bn.running_mean = RunningState::new(weights.tensor(device, &key("running_mean"), &[channels])?);
-            bn.running_var = RunningState::new(weights.tensor(device, &key("running_var"), &[channels])?);
-        }
+        head.bn1 = BatchNorm::load(&format!("{prefix}.1"), hidden, true, weights, device)?;
+        head.bn2 = BatchNorm::load(&format!("{prefix}.4"), output, false, weights, device)?;
         Ok(head)
     }
 
     /// The running statistics `(mean, var)` of the two BatchNorms.
     pub fn running_stats(&self) -> [(Tensor<B, 1>, Tensor<B, 1>); 2] {
-        [
-            (self.bn1.running_mean.value_sync(), self.bn1.running_var.value_sync()),
-            (self.bn2.running_mean.value_sync(), self.bn2.running_var.value_sync()),
-        ]
+        [self.bn1.running_stats(), self.bn2.running_stats()]
     }
 }
 
@@ -196,14 +124,5 @@ mod tests {
             }
             check(&format!("eval.{kind}"), eval);
         }
-    }
-
-    #[test]
-    fn a_non_affine_batchnorm_has_no_affine_parameters() {
-        let (plain, affine) =
-            (BatchNorm1d::<Cpu>::new(4, false, &cpu_device()), BatchNorm1d::<Cpu>::new(4, true, &cpu_device()));
-        assert!(plain.gamma.is_none() && plain.beta.is_none());
-        // γ and β: 2 × 4 values more (running statistics are counted for both).
-        assert_eq!(affine.num_params() - plain.num_params(), 8);
     }
 }

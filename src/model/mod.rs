@@ -4,9 +4,11 @@
 //! Spec: `architecture.md`.
 //! **Deviation:** none at this level; each module states its own.
 
+pub mod batchnorm;
 pub mod bert;
 pub mod heads;
 pub mod mgca;
+pub mod resnet;
 pub mod vit;
 
 use burn::tensor::{Tensor, backend::Backend};

@@ -117,6 +117,14 @@ impl WeightReader {
         Ok(())
     }
 
+    /// Mark `key` as deliberately not loaded, if the checkpoint has it (a BatchNorm's
+    /// `num_batches_tracked`, modules MGCA never runs): it then counts as taken, not unused.
+    pub fn set_aside(&mut self, key: &str) {
+        if self.contains(key) {
+            self.used.insert(key.into());
+        }
+    }
+
     /// Keys of the checkpoint that no parameter took, sorted.
     pub fn unused(&self) -> Vec<String> {
         self.file.tensors.keys().filter(|k| !self.used.contains(*k)).cloned().collect()
