@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::loss::{CpaConfig, CtaConfig, ItaConfig, ObjectiveConfig, PatchWeighting, SinkhornScope};
 use crate::model::bert::BertConfig;
+use crate::model::resnet::ResNetConfig;
 use crate::model::vit::VitConfig;
 
 /// The image encoder, which also decides CTA's patch branch.
@@ -41,8 +42,12 @@ impl ImageEncoderKind {
 pub struct MgcaConfig {
     /// Which image encoder produces `v` and the local tokens `P`.
     pub image_encoder: ImageEncoderKind,
-    /// The ViT's shape (ViT-B/16: width 768, 12 blocks, 12 heads).
+    /// The ViT's shape (ViT-B/16: width 768, 12 blocks, 12 heads), used when `image_encoder`
+    /// is `vit_base`.
     pub vit: VitConfig,
+    /// The ResNet's shape (ResNet-50, input up-sampled to 299 px), used when `image_encoder`
+    /// is `resnet_50`.
+    pub resnet: ResNetConfig,
     /// The text encoder's shape (Bio_ClinicalBERT widths, 6 layers).
     pub bert: BertConfig,
     /// H, the hidden width of the projection heads (reference: 2048).
@@ -93,6 +98,12 @@ impl ObjectiveConfig {
 }
 
 impl MgcaConfig {
+    /// The input side in pixels the data pipeline must produce (224 for both encoders; the
+    /// ResNet up-samples internally).
+    pub fn image_size(&self) -> usize {
+        self.vit.image_size
+    }
+
     /// The reference implementation's published ViT-B/16 run (faithful mode).
     pub fn reference() -> Self {
         Self::reference_for(ImageEncoderKind::VitBase)
@@ -103,6 +114,7 @@ impl MgcaConfig {
         Self {
             image_encoder,
             vit: VitConfig::base(),
+            resnet: ResNetConfig::resnet50(),
             bert: BertConfig::mgca(),
             projection_hidden: 2048,
             embed_dim: 128,
@@ -117,15 +129,22 @@ impl MgcaConfig {
         Self { objective: ObjectiveConfig::paper(image_encoder), ..Self::reference_for(image_encoder) }
     }
 
-    /// Tiny sizes with the reference's behaviour, for tests and CPU smoke runs.
+    /// Tiny sizes with the reference's behaviour, for tests and CPU smoke runs (ViT).
     pub fn smoke() -> Self {
+        Self::smoke_for(ImageEncoderKind::VitBase)
+    }
+
+    /// Tiny sizes with the reference's behaviour for either image encoder. The tiny ResNet
+    /// up-samples its 32 px input to 40 px, as the real one takes 224 to 299.
+    pub fn smoke_for(image_encoder: ImageEncoderKind) -> Self {
         Self {
             vit: VitConfig { image_size: 32, patch_size: 8, dim: 32, depth: 2, heads: 2, mlp_dim: 64 },
+            resnet: ResNetConfig { width: 4, blocks: [1, 1, 1, 1], expansion: 4, upsample_to: Some(40) },
             bert: BertConfig { vocab_size: 128, hidden: 32, layers: 2, heads: 2, intermediate: 64, max_positions: 32 },
             projection_hidden: 64,
             embed_dim: 32,
             num_prototypes: 16,
-            ..Self::reference()
+            ..Self::reference_for(image_encoder)
         }
     }
 }

@@ -3,30 +3,81 @@
 //!
 //! `v = g_img(Z[:, 0])`, `P = h_img(Z[:, 1:])`, `t = g_txt(W[:, 0])`, `Wd = h_txt(W[:, 1:])` with
 //! `Z` the ViT tokens and `W` the merged words of the BERT output; the ViT's last [CLS]
-//! attention and the shifted word attention are the CTA weights; `C` the prototypes.
+//! attention and the shifted word attention are the CTA weights; `C` the prototypes. With
+//! ResNet-50, `v` comes from the pooled layer-4 feature and `P` from the 361 layer-3 tokens,
+//! and the patch weights are uniform (no attention map).
 //!
-//! Spec: `architecture.md` §2 (ViT outputs), §4 (text encoder and word merging), §5 (heads),
+//! Spec: `architecture.md` §2 (ViT outputs), §3 (ResNet outputs), §4 (text encoder and word merging), §5 (heads),
 //! §6 (prototypes), §8 (shape trace).
 //!
 //! **Deviation:** the reference re-normalises the prototype rows in place at the start of the
 //! CPA block; a burn module is not mutated in its forward pass, so the training step calls
 //! [`Mgca::renormalize_prototypes`] right before the forward (same values, same gradient).
-//! Only the ViT image encoder exists so far; ResNet-50 comes next.
 
 use burn::module::{Module, Param};
 use burn::tensor::{Int, Tensor, backend::Backend};
 
 use super::bert::{Bert, PositionIds};
 use super::heads::{Mode, ProjectionHead};
+use super::resnet::ResNet;
 use super::vit::Vit;
 use crate::config::{ImageEncoderKind, MgcaConfig};
 use crate::loss::{ObjectiveInputs, normalize_prototypes};
 use crate::text::words::WordGrouping;
 
-/// The MGCA model (ViT image encoder).
+/// The image encoder: ViT-B/16 or ResNet-50.
+#[derive(Module, Debug)]
+pub enum ImageEncoder<B: Backend> {
+    /// ViT: [CLS] token global, patch tokens local, last-block attention for CTA.
+    Vit(Vit<B>),
+    /// ResNet: pooled layer 4 global, layer-3 tokens local, uniform CTA weights.
+    ResNet(ResNet<B>),
+}
+
+/// What an image encoder hands to the heads.
+#[derive(Debug, Clone)]
+pub struct ImageFeatures<B: Backend> {
+    /// The global feature. `[N, Dv]`
+    pub global: Tensor<B, 2>,
+    /// The local tokens. `[N, M, Dl]`
+    pub local: Tensor<B, 3>,
+    /// The [CLS]→patch attention per head (ViT only). `[N, H, M]`
+    pub patch_attention: Option<Tensor<B, 3>>,
+}
+
+impl<B: Backend> ImageEncoder<B> {
+    /// Encode normalised images `[N, 3, S, S]` (BatchNorm, if any, in `mode`).
+    pub fn forward(&self, images: Tensor<B, 4>, mode: Mode) -> ImageFeatures<B> {
+        match self {
+            Self::Vit(vit) => {
+                let out = vit.forward(images);
+                let [n, t, dv] = out.tokens.dims();
+                ImageFeatures {
+                    global: out.tokens.clone().narrow(1, 0, 1).reshape([n, dv]), // [N, Dv]
+                    local: out.tokens.clone().narrow(1, 1, t - 1),               // [N, M, Dv]
+                    patch_attention: Some(out.cls_patch_attention()),
+                }
+            }
+            Self::ResNet(net) => {
+                let out = net.forward(images, mode);
+                ImageFeatures { global: out.global, local: out.local, patch_attention: None }
+            }
+        }
+    }
+
+    /// The first layer's kernel (patch embedding or stem convolution).
+    pub fn first_weight(&self) -> Tensor<B, 4> {
+        match self {
+            Self::Vit(vit) => vit.patch_weight(),
+            Self::ResNet(net) => net.stem_weight(),
+        }
+    }
+}
+
+/// The MGCA model.
 #[derive(Module, Debug)]
 pub struct Mgca<B: Backend> {
-    image: Vit<B>,
+    image: ImageEncoder<B>,
     text: Bert<B>,
     image_global: ProjectionHead<B>,
     image_local: ProjectionHead<B>,
@@ -51,26 +102,29 @@ pub struct MgcaBatch<B: Backend> {
 
 impl MgcaConfig {
     /// A randomly initialised model; the encoders' pretrained weights are loaded separately.
-    pub fn init_model<B: Backend>(&self, device: &B::Device) -> Result<Mgca<B>, String> {
-        if self.image_encoder != ImageEncoderKind::VitBase {
-            return Err("the ResNet-50 image encoder is not implemented yet; use vit_base".into());
-        }
+    pub fn init_model<B: Backend>(&self, device: &B::Device) -> Mgca<B> {
         let (h, d) = (self.projection_hidden, self.embed_dim);
         let head = |input| ProjectionHead::new(input, h, d, device);
         // PyTorch's Linear default for the prototype layer: U(−1/√d, 1/√d).
         let bound = 1.0 / (d as f64).sqrt();
         let prototypes =
             Tensor::random([self.num_prototypes, d], burn::tensor::Distribution::Uniform(-bound, bound), device);
-        Ok(Mgca {
-            image: self.vit.init(device),
+        let (image, global_dim, local_dim) = match self.image_encoder {
+            ImageEncoderKind::VitBase => (ImageEncoder::Vit(self.vit.init(device)), self.vit.dim, self.vit.dim),
+            ImageEncoderKind::Resnet50 => {
+                (ImageEncoder::ResNet(self.resnet.init(device)), self.resnet.global_dim(), self.resnet.local_dim())
+            }
+        };
+        Mgca {
+            image,
             text: self.bert.init(device),
-            image_global: head(self.vit.dim),
-            image_local: head(self.vit.dim),
+            image_global: head(global_dim),
+            image_local: head(local_dim),
             text_global: head(self.bert.hidden),
             text_local: head(self.bert.hidden),
             prototypes: Param::from_tensor(prototypes),
             positions: PositionIds::Reference,
-        })
+        }
     }
 }
 
@@ -89,20 +143,17 @@ impl<B: Backend> Mgca<B> {
 
     /// The objective's inputs for one batch.
     pub fn forward(&self, batch: MgcaBatch<B>, mode: Mode) -> ObjectiveInputs<B> {
-        let vision = self.image.forward(batch.images);
-        let [n, t, dv] = vision.tokens.dims();
-        let cls = vision.tokens.clone().narrow(1, 0, 1).reshape([n, dv]); // [N, Dv]
-        let patches = vision.tokens.clone().narrow(1, 1, t - 1); // [N, M, Dv]
+        let vision = self.image.forward(batch.images, mode);
         let text = self.text.forward(batch.ids, batch.mask, self.positions);
         let words = batch.words.apply(text.hidden.clone(), text.cls_attention_mean_heads());
         ObjectiveInputs {
-            img_emb: self.image_global.forward(cls, mode),
+            img_emb: self.image_global.forward(vision.global, mode),
             report_emb: self.text_global.forward(words.report, mode),
-            patch_emb: self.image_local.forward_tokens(patches, mode),
+            patch_emb: self.image_local.forward_tokens(vision.local, mode),
             word_emb: self.text_local.forward_tokens(words.words, mode),
             word_attn: words.word_attention.detach(),
             word_pad: words.word_pad,
-            patch_attn: Some(vision.cls_patch_attention().detach()),
+            patch_attn: vision.patch_attention.map(|a| a.detach()),
             prototypes: self.prototypes.val(),
         }
     }
@@ -139,7 +190,7 @@ mod tests {
             tokens.push(row);
         }
         let mask: Vec<f32> = tokens.iter().flat_map(|r| r.iter().map(|s| (s != "[PAD]") as i32 as f32)).collect();
-        let s = config.vit.image_size;
+        let s = config.image_size();
         MgcaBatch {
             images: Tensor::random([n, 3, s, s], Distribution::Normal(0.0, 1.0), &dev),
             ids: Tensor::from_data(TensorData::new(ids, [n, l]), &dev),
@@ -148,12 +199,19 @@ mod tests {
         }
     }
 
-    /// End to end: the smoke model's loss is finite, gradients reach both encoders, every head
-    /// and the prototypes, and the two CTA engines give the same loss and gradients.
+    /// End to end, for both image encoders: the smoke model's loss is finite, gradients reach
+    /// both encoders, every head and the prototypes, and the two CTA engines give the same loss
+    /// and gradients.
     #[test]
     fn the_loss_of_a_batch_end_to_end() {
-        let config = MgcaConfig::smoke();
-        let model = config.init_model::<CpuAutodiff>(&cpu_device()).unwrap().renormalize_prototypes();
+        for kind in [ImageEncoderKind::VitBase, ImageEncoderKind::Resnet50] {
+            end_to_end(kind);
+        }
+    }
+
+    fn end_to_end(kind: ImageEncoderKind) {
+        let config = MgcaConfig::smoke_for(kind);
+        let model = config.init_model::<CpuAutodiff>(&cpu_device()).renormalize_prototypes();
         let x = batch(&config, 6);
         let mut results = Vec::new();
         for engine in [CtaEngine::Graph, CtaEngine::FusedCpu] {
@@ -165,19 +223,19 @@ mod tests {
             let g = |t: Option<Tensor<crate::backend::Cpu, 2>>| t.expect("a gradient").abs().sum().into_scalar();
             let proto = g(model.prototypes.val().grad(&grads));
             let word_emb = g(model.text.word_embedding().grad(&grads));
-            let patch = model.image.patch_weight().grad(&grads).expect("a gradient").abs().sum().into_scalar();
+            let patch = model.image.first_weight().grad(&grads).expect("a gradient").abs().sum().into_scalar();
             assert!(proto > 0.0 && word_emb > 0.0 && patch > 0.0, "{proto} {word_emb} {patch}");
             results.push((loss, proto, word_emb, patch));
         }
         let (a, b) = (results[0], results[1]);
         let close = |x: f32, y: f32| (x - y).abs() <= 1e-4 * x.abs().max(y.abs());
-        assert!(close(a.0, b.0) && close(a.1, b.1) && close(a.2, b.2) && close(a.3, b.3), "{a:?} vs {b:?}");
+        assert!(close(a.0, b.0) && close(a.1, b.1) && close(a.2, b.2) && close(a.3, b.3), "{kind:?}: {a:?} vs {b:?}");
     }
 
     #[test]
     fn prototypes_are_unit_rows_after_renormalising() {
         let config = MgcaConfig::smoke();
-        let model = config.init_model::<CpuAutodiff>(&cpu_device()).unwrap().renormalize_prototypes();
+        let model = config.init_model::<CpuAutodiff>(&cpu_device()).renormalize_prototypes();
         let norms = model.prototypes.val().square().sum_dim(1).sqrt().into_data().to_vec::<f32>().unwrap();
         assert!(norms.iter().all(|n| (n - 1.0).abs() < 1e-6), "{norms:?}");
         assert!(model.prototypes.val().is_require_grad());
