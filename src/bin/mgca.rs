@@ -19,6 +19,12 @@
 //! `model.safetensors`, `tokenizer.json` or `vocab.txt`), writing `input_ids`,
 //! `last_hidden_state` and `last_layer_attention_cls_mean_heads` (`architecture.md` §4).
 //!
+//! `mgca weights import CKPT --layout deit|torchvision-resnet|bio-clinicalbert|mgca-lightning
+//! [--keymap FILE] [--preset reference|smoke] [--output OUT.safetensors]` reads a published
+//! checkpoint (`.pth`, `.bin`, `.ckpt`, `.safetensors`), maps its keys through the layout's
+//! table, loads it into the module it initialises, reports what happened to every key, and
+//! optionally writes the tensors under mgca-rs names.
+//!
 //! **Deviation:** none. Exit status: 0 agreement (or nothing to compare), 1 disagreement,
 //! 2 bad input (the message names the file, tensor or checkpoint key).
 
@@ -28,6 +34,7 @@ use std::process::ExitCode;
 use burn::tensor::{Int, Tensor, TensorData};
 use clap::{Parser, Subcommand};
 use mgca::backend::{Cpu, cpu_device};
+use mgca::config::MgcaConfig;
 use mgca::loss::CtaEngine;
 use mgca::model::batchnorm::Mode;
 use mgca::model::bert::{self, Bert, PositionIds};
@@ -35,7 +42,8 @@ use mgca::model::resnet::{self, ResNet};
 use mgca::model::vit::{self, Vit};
 use mgca::parity::{HostTensor, LossCase, SCALARS, TensorFile};
 use mgca::text::tokenizer::ReportTokenizer;
-use mgca::weights::{WeightError, WeightReader};
+use mgca::weights::keymap::{KeyMap, Layout};
+use mgca::weights::{WeightError, WeightReader, import, read_tensors};
 
 #[derive(Parser)]
 #[command(name = "mgca", version, about = "MGCA reproduced in Rust")]
@@ -49,6 +57,44 @@ enum Command {
     /// Check a component against tensors produced by the reference implementation.
     #[command(subcommand)]
     Parity(Parity),
+    /// Read published checkpoints.
+    #[command(subcommand)]
+    Weights(Weights),
+}
+
+#[derive(Subcommand)]
+enum Weights {
+    /// Import a checkpoint: read, rename through a key table, load, and report every key.
+    Import {
+        /// The checkpoint: torch.save zip (`.pth`, `.bin`, `.ckpt`), legacy torch.save, or safetensors.
+        checkpoint: PathBuf,
+        /// Which published layout it has.
+        #[arg(long, value_enum)]
+        layout: LayoutArg,
+        /// A key table to use instead of the layout's built-in one (same syntax).
+        #[arg(long)]
+        keymap: Option<PathBuf>,
+        /// Where attention-head counts and the ResNet up-sampling come from (no tensor records them).
+        #[arg(long, value_enum, default_value_t = PresetArg::Reference)]
+        preset: PresetArg,
+        /// Write the loaded tensors under mgca-rs names (float32 safetensors).
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LayoutArg {
+    Deit,
+    TorchvisionResnet,
+    BioClinicalbert,
+    MgcaLightning,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum PresetArg {
+    Reference,
+    Smoke,
 }
 
 #[derive(Subcommand)]
@@ -67,7 +113,7 @@ enum Parity {
     },
     /// The ViT image encoder, forward, from timm/DeiT-named weights.
     Vit {
-        /// A safetensors state dict with timm/DeiT key names.
+        /// A state dict with timm/DeiT key names (safetensors, or a torch.save file such as DeiT's `.pth`).
         #[arg(long)]
         weights: PathBuf,
         /// Attention heads (the weights do not record them).
@@ -82,7 +128,7 @@ enum Parity {
     },
     /// The ResNet image encoder, forward, from torchvision-named weights.
     Resnet {
-        /// A state dict with torchvision key names.
+        /// A state dict with torchvision key names (safetensors or a torch.save file).
         #[arg(long)]
         weights: PathBuf,
         /// A safetensors file holding `input` `[N, 3, S, S]`.
@@ -150,6 +196,19 @@ fn main() -> ExitCode {
         Command::Parity(Parity::Vit { weights, heads, input, output }) => {
             bad_input(parity_vit(&weights, heads, &input, &output))
         }
+        Command::Weights(Weights::Import { checkpoint, layout, keymap, preset, output }) => {
+            let layout = match layout {
+                LayoutArg::Deit => Layout::Deit,
+                LayoutArg::TorchvisionResnet => Layout::TorchvisionResnet,
+                LayoutArg::BioClinicalbert => Layout::BioClinicalBert,
+                LayoutArg::MgcaLightning => Layout::MgcaLightning,
+            };
+            let preset = match preset {
+                PresetArg::Reference => MgcaConfig::reference(),
+                PresetArg::Smoke => MgcaConfig::smoke(),
+            };
+            bad_input(weights_import(&checkpoint, layout, keymap.as_deref(), &preset, output.as_deref()))
+        }
         Command::Parity(Parity::Resnet { weights, input, output, mode, no_upsample }) => {
             let mode = match mode {
                 BnMode::Eval => Mode::Eval,
@@ -204,8 +263,7 @@ fn parity_losses(input: &Path, output: &Path, engine: CtaEngine) -> ExitCode {
 }
 
 fn parity_vit(weights: &Path, heads: usize, input: &Path, output: &Path) -> Result<(), String> {
-    let file = TensorFile::read(weights).map_err(|e| e.to_string())?;
-    let mut reader = WeightReader::new(file);
+    let mut reader = WeightReader::new(read_tensors(weights).map_err(|e| e.to_string())?);
     let in_weights = |e: WeightError| format!("{}: {e}", weights.display());
     let config = vit::config_from_weights(&reader, heads).map_err(in_weights)?;
     let device = cpu_device();
@@ -237,6 +295,48 @@ fn parity_vit(weights: &Path, heads: usize, input: &Path, output: &Path) -> Resu
     Ok(())
 }
 
+fn weights_import(
+    checkpoint: &Path,
+    layout: Layout,
+    keymap: Option<&Path>,
+    preset: &MgcaConfig,
+    output: Option<&Path>,
+) -> Result<(), String> {
+    let keymap = keymap.map(KeyMap::read).transpose()?;
+    let report = import::import(checkpoint, layout, keymap, preset)?;
+    let entry = report.import.entry.as_deref().map_or("the top level".to_string(), |e| format!("entry `{e}`"));
+    println!("checkpoint {} ({:?}), tensors from {entry}", checkpoint.display(), report.format);
+    println!(
+        "key table `{}`: {} tensors kept, {} ignored",
+        report.table,
+        report.import.sources.len(),
+        report.import.ignored.len()
+    );
+    for (rule, count) in &report.import.ignored_by_rule {
+        println!("  ignore {rule}: {count}");
+    }
+    println!("loaded into {}", report.loaded_into);
+    if report.unused.is_empty() {
+        println!("missing keys: none; unexpected keys: none");
+    } else {
+        println!("missing keys: none; unexpected keys (not loaded): {}", report.unused.len());
+        for name in &report.unused {
+            println!("  {name} (checkpoint key `{}`)", report.import.source_of(name));
+        }
+    }
+    if let Some(out) = output {
+        let mut file = report.import.tensors.clone();
+        file.metadata.insert("source".into(), checkpoint.display().to_string());
+        file.metadata.insert("key_table".into(), report.table.clone());
+        if let Some(config) = &report.config {
+            file.metadata.insert("config".into(), serde_json::to_string(config).expect("config serialises"));
+        }
+        file.write(out).map_err(|e| e.to_string())?;
+        println!("wrote {} (mgca-rs names)", out.display());
+    }
+    Ok(())
+}
+
 /// `input` `[N, 3, side, side]` of `path`, all finite.
 fn read_images(path: &Path, side: usize) -> Result<HostTensor, String> {
     let images = TensorFile::read(path).map_err(|e| e.to_string())?;
@@ -255,7 +355,7 @@ fn read_images(path: &Path, side: usize) -> Result<HostTensor, String> {
 }
 
 fn parity_resnet(weights: &Path, input: &Path, output: &Path, mode: Mode, upsample: bool) -> Result<(), String> {
-    let mut reader = WeightReader::new(TensorFile::read_numeric(weights).map_err(|e| e.to_string())?);
+    let mut reader = WeightReader::new(read_tensors(weights).map_err(|e| e.to_string())?);
     let in_weights = |e: WeightError| format!("{}: {e}", weights.display());
     let config = resnet::config_from_weights(&reader, upsample.then_some(299)).map_err(in_weights)?;
     let device = cpu_device();

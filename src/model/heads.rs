@@ -78,6 +78,12 @@ impl<B: Backend> ProjectionHead<B> {
         Ok(head)
     }
 
+    /// `(input, hidden, output)` widths.
+    pub fn dims(&self) -> (usize, usize, usize) {
+        let [input, hidden] = self.fc1.weight.dims();
+        (input, hidden, self.fc2.weight.dims()[1])
+    }
+
     /// The running statistics `(mean, var)` of the two BatchNorms.
     pub fn running_stats(&self) -> [(Tensor<B, 1>, Tensor<B, 1>); 2] {
         [self.bn1.running_stats(), self.bn2.running_stats()]

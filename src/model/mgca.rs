@@ -17,13 +17,15 @@
 use burn::module::{Module, Param};
 use burn::tensor::{Int, Tensor, backend::Backend};
 
+use super::bert;
 use super::bert::{Bert, PositionIds};
 use super::heads::{Mode, ProjectionHead};
-use super::resnet::ResNet;
-use super::vit::Vit;
+use super::resnet::{self, ResNet};
+use super::vit::{self, Vit};
 use crate::config::{ImageEncoderKind, MgcaConfig};
 use crate::loss::{ObjectiveInputs, normalize_prototypes};
 use crate::text::words::WordGrouping;
+use crate::weights::{WeightError, WeightReader};
 
 /// The image encoder: ViT-B/16 or ResNet-50.
 #[derive(Module, Debug)]
@@ -125,6 +127,94 @@ impl MgcaConfig {
             prototypes: Param::from_tensor(prototypes),
             positions: PositionIds::Reference,
         }
+    }
+}
+
+impl MgcaConfig {
+    /// The architecture a whole-model checkpoint under mgca-rs names describes (see
+    /// [`crate::weights::keymap`]): the image encoder kind and every width, depth and count come
+    /// from the tensors' shapes; attention head counts (which no shape records), the ResNet's
+    /// up-sampling and the objective come from `self`.
+    pub fn from_weights(&self, weights: &WeightReader) -> Result<MgcaConfig, WeightError> {
+        let mut config = self.clone();
+        let mut reader = weights.clone();
+        reader.set_prefix("image.");
+        if reader.contains("cls_token") {
+            config.image_encoder = ImageEncoderKind::VitBase;
+            config.vit = vit::config_from_weights(&reader, self.vit.heads)?;
+        } else if reader.contains("conv1.weight") {
+            config.image_encoder = ImageEncoderKind::Resnet50;
+            config.resnet = resnet::config_from_weights(&reader, self.resnet.upsample_to)?;
+        } else {
+            return Err(WeightError::Architecture(
+                "no image encoder: neither `image.cls_token` (ViT) nor `image.conv1.weight` (ResNet)".into(),
+            ));
+        }
+        if config.image_encoder != self.image_encoder {
+            config.objective = crate::loss::ObjectiveConfig::reference(config.image_encoder);
+        }
+        reader.set_prefix("text.");
+        config.bert = bert::config_from_weights(&reader, self.bert.heads, None)?;
+        reader.set_prefix("");
+        let prototypes = reader.shape("prototypes")?; // [K, d]
+        let first = reader.shape("image_global.0.weight")?; // [H, D]
+        config.num_prototypes = prototypes[0];
+        config.embed_dim = prototypes[1];
+        config.projection_hidden = first[0];
+        Ok(config)
+    }
+}
+
+impl<B: Backend> Mgca<B> {
+    /// Load a whole model from a checkpoint under mgca-rs names (a released MGCA checkpoint
+    /// read through the `mgca-lightning` key table, or our own). Every tensor the model needs
+    /// must be present with `config`'s shapes; a BERT token-type table, which MGCA does not
+    /// have, is an error here.
+    pub fn load(config: &MgcaConfig, weights: &mut WeightReader, device: &B::Device) -> Result<Self, WeightError> {
+        weights.set_prefix("image.");
+        let image = match config.image_encoder {
+            ImageEncoderKind::VitBase => ImageEncoder::Vit(Vit::load(&config.vit, weights, device)?),
+            ImageEncoderKind::Resnet50 => ImageEncoder::ResNet(ResNet::load(&config.resnet, weights, device)?),
+        };
+        weights.set_prefix("text.");
+        if weights.contains("embeddings.token_type_embeddings.weight") {
+            return Err(WeightError::Architecture(
+                "`text.embeddings.token_type_embeddings.weight`: MGCA's text encoder has no token-type table".into(),
+            ));
+        }
+        let text = bert::Bert::load(&config.bert, weights, device)?;
+        weights.set_prefix("");
+        let (global_dim, local_dim) = match config.image_encoder {
+            ImageEncoderKind::VitBase => (config.vit.dim, config.vit.dim),
+            ImageEncoderKind::Resnet50 => (config.resnet.global_dim(), config.resnet.local_dim()),
+        };
+        let (h, d) = (config.projection_hidden, config.embed_dim);
+        let mut head = |name: &str, input: usize| -> Result<ProjectionHead<B>, WeightError> {
+            let loaded = ProjectionHead::load(name, weights, device)?;
+            let dims = loaded.dims();
+            if dims != (input, h, d) {
+                return Err(WeightError::Architecture(format!(
+                    "head `{name}` is {} → {} → {}, the configuration needs {input} → {h} → {d}",
+                    dims.0, dims.1, dims.2
+                )));
+            }
+            Ok(loaded)
+        };
+        let image_global = head("image_global", global_dim)?;
+        let image_local = head("image_local", local_dim)?;
+        let text_global = head("text_global", config.bert.hidden)?;
+        let text_local = head("text_local", config.bert.hidden)?;
+        let prototypes = weights.param(device, "prototypes", &[config.num_prototypes, d])?;
+        Ok(Mgca {
+            image,
+            text,
+            image_global,
+            image_local,
+            text_global,
+            text_local,
+            prototypes,
+            positions: PositionIds::Reference,
+        })
     }
 }
 

@@ -1,0 +1,104 @@
+//! `mgca weights import` as a user runs it on published-style checkpoints, and the parity
+//! commands reading `torch.save` files directly.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use mgca::parity::TensorFile;
+
+fn golden(dir: &str, name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("golden").join(dir).join(name)
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mgca-cli-weights-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn mgca(args: &[&str], paths: &[&Path]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mgca"));
+    cmd.args(args);
+    for p in paths {
+        cmd.arg(p);
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn imports_a_lightning_checkpoint_and_writes_mgca_names() {
+    let dir = scratch("lightning");
+    let out = dir.join("mgca.safetensors");
+    let ckpt = golden("pytorch/checkpoints", "mgca_vit_style.ckpt");
+    let run =
+        mgca(&["weights", "import", "--layout", "mgca-lightning", "--preset", "smoke", "--output"], &[&out, &ckpt]);
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert_eq!(run.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&run.stderr));
+    assert!(stdout.contains("tensors from entry `state_dict`"), "{stdout}");
+    assert!(stdout.contains("ignore text_encoder_q.model.encoder.layer.*.crossattention: 20"), "{stdout}");
+    assert!(stdout.contains("missing keys: none; unexpected keys: none"), "{stdout}");
+    let file = TensorFile::read(&out).unwrap();
+    assert_eq!(file.tensors["prototypes"].shape, vec![16, 32]);
+    assert!(file.metadata["config"].contains("\"image_encoder\":\"vit_base\""));
+    // The written file is itself importable (safetensors under mgca-rs names is a checkpoint too).
+    assert!(file.tensors.contains_key("image.cls_token") && file.tensors.contains_key("text_local.4.running_var"));
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn a_damaged_checkpoint_exits_2_and_names_the_file() {
+    let dir = scratch("damaged");
+    let bytes = std::fs::read(golden("pytorch/checkpoints", "deit_style.pth")).unwrap();
+    let cut = dir.join("cut.pth");
+    std::fs::write(&cut, &bytes[..bytes.len() - 100]).unwrap();
+    let run = mgca(&["weights", "import", "--layout", "deit"], &[&cut]);
+    assert_eq!(run.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(err.contains("cut.pth"), "{err}");
+    // The wrong layout: the key the model needs is named.
+    let run = mgca(
+        &["weights", "import", "--layout", "torchvision-resnet"],
+        &[&golden("pytorch/checkpoints", "deit_style.pth")],
+    );
+    assert_eq!(run.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(err.contains("image.conv1.weight"), "{err}");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// `parity vit` and `parity resnet` take `torch.save` files as they are published.
+#[test]
+fn parity_commands_read_torch_save_files() {
+    let dir = scratch("torchsave");
+    let input = golden("reference/encoders", "vit_input.safetensors");
+    let run = mgca(
+        &["parity", "vit", "--heads", "2", "--weights"],
+        &[
+            &golden("pytorch/checkpoints", "deit_style.pth"),
+            Path::new("--input"),
+            &input,
+            Path::new("--output"),
+            &dir.join("v.safetensors"),
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert_eq!(run.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&run.stderr));
+    assert!(stdout.contains("unused checkpoint keys: head.bias, head.weight"), "{stdout}");
+    assert_eq!(
+        TensorFile::read(&dir.join("v.safetensors")).unwrap().tensors["final_norm_output"].shape,
+        vec![1, 197, 8]
+    );
+    let run = mgca(
+        &["parity", "resnet", "--weights"],
+        &[
+            &golden("pytorch/checkpoints", "torchvision_style.pth"),
+            Path::new("--input"),
+            &input,
+            Path::new("--output"),
+            &dir.join("r.safetensors"),
+        ],
+    );
+    assert_eq!(run.status.code(), Some(0), "{}", String::from_utf8_lossy(&run.stderr));
+    assert_eq!(TensorFile::read(&dir.join("r.safetensors")).unwrap().tensors["local"].shape, vec![1, 361, 64]);
+    std::fs::remove_dir_all(dir).ok();
+}
