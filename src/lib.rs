@@ -23,6 +23,7 @@
 pub mod assets;
 pub mod backend;
 pub mod config;
+pub mod data;
 pub mod loss;
 pub mod model;
 pub mod parity;

@@ -159,6 +159,7 @@ impl KeyMap {
         Self::parse(&path.display().to_string(), &text).map_err(|e| e.to_string())
     }
 
+    // ANCHOR: map
     /// Map one checkpoint key.
     pub fn map(&self, key: &str) -> Mapped {
         let parts: Vec<&str> = key.split('.').collect();
@@ -194,6 +195,7 @@ impl KeyMap {
         }
         Mapped::Name(name)
     }
+    // ANCHOR_END: map
 
     /// Read `checkpoint` through this table: the kept tensors under mgca-rs names, and every
     /// checkpoint key that was ignored. Two keys mapping to one name is an error.

@@ -49,6 +49,9 @@ enum Task {
 enum BenchKind {
     /// The MGCA objective, forward and backward (`benches/losses.rs`).
     Losses,
+    /// ViT-B/16, the 6-layer BERT and ResNet-50 at batch 8, forward and forward + backward
+    /// (`benches/encoders.rs`, beside timm / transformers / torchvision).
+    Encoders,
 }
 
 type Result<T = ()> = std::result::Result<T, String>;
@@ -59,6 +62,7 @@ fn main() -> ExitCode {
         Task::Assets => assets(),
         Task::Book { serve } => book::build(&root(), serve),
         Task::Bench { which: BenchKind::Losses, python, threads } => bench_losses(python, threads),
+        Task::Bench { which: BenchKind::Encoders, python, threads } => bench_encoders(python, threads),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -127,45 +131,53 @@ fn target_dir() -> Result<PathBuf> {
     meta["target_directory"].as_str().map(PathBuf::from).ok_or_else(|| "cargo metadata: no target_directory".into())
 }
 
-fn bench_losses(python: Option<PathBuf>, threads: usize) -> Result {
-    let cases = ["vit_b72", "resnet_b72"];
-    let mut bench = cargo();
-    bench.args(["bench", "-p", "mgca", "--bench", "losses"]).env("RAYON_NUM_THREADS", threads.to_string());
-    run(bench, "criterion: losses/fwd_bwd (Rust, CPU backend)")?;
-    let criterion = target_dir()?.join("criterion/losses/fwd_bwd");
-    let mut ours = Vec::new();
-    for case in cases {
-        let path = criterion.join(case).join("new/estimates.json");
-        let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let est: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        let ns = est["median"]["point_estimate"].as_f64().ok_or_else(|| format!("{}: no median", path.display()))?;
-        ours.push(ns / 1e6);
-    }
+/// Criterion's median for `group/function/case`, in milliseconds.
+fn criterion_ms(group: &str, function: &str, case: &str) -> Result<f64> {
+    let path = target_dir()?.join("criterion").join(group).join(function).join(case).join("new/estimates.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let est: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let ns = est["median"]["point_estimate"].as_f64().ok_or_else(|| format!("{}: no median", path.display()))?;
+    Ok(ns / 1e6)
+}
 
+/// Run a PyTorch timing script; its stdout's JSON lines.
+fn pytorch_lines(python: Option<PathBuf>, script: &str, args: &[String]) -> Result<Vec<serde_json::Value>> {
     let python =
         python.or_else(|| std::env::var_os("MGCA_PYTHON").map(PathBuf::from)).unwrap_or_else(|| "python3".into());
-    let script = root().join("benches/losses_pytorch.py");
     eprintln!("xtask: PyTorch reference timing with {}", python.display());
     let out = Command::new(&python)
-        .arg(&script)
-        .args(["--bench", "--threads", &threads.to_string()])
+        .arg(root().join(script))
+        .args(args)
         .output()
         .map_err(|e| format!("{}: {e}", python.display()))?;
     if !out.status.success() {
         return Err(format!(
             "the PyTorch side failed; give a Python with torch via --python or MGCA_PYTHON \
-             (e.g. `python3 -m venv ~/.cache/torch-venv && ~/.cache/torch-venv/bin/pip install torch numpy safetensors`):\n{}",
+             (e.g. `python3 -m venv ~/.cache/torch-venv && ~/.cache/torch-venv/bin/pip install torch torchvision \
+             timm transformers numpy safetensors`):\n{}",
             String::from_utf8_lossy(&out.stderr)
         ));
     }
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    Ok(String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
+}
+
+fn bench_losses(python: Option<PathBuf>, threads: usize) -> Result {
+    let cases = ["vit_b72", "resnet_b72"];
+    let mut bench = cargo();
+    bench.args(["bench", "-p", "mgca", "--bench", "losses"]).env("RAYON_NUM_THREADS", threads.to_string());
+    run(bench, "criterion: losses/fwd_bwd (Rust, CPU backend)")?;
+    let ours = cases.iter().map(|case| criterion_ms("losses", "fwd_bwd", case)).collect::<Result<Vec<_>>>()?;
+    let lines = pytorch_lines(
+        python,
+        "benches/losses_pytorch.py",
+        &["--bench".into(), "--threads".into(), threads.to_string()],
+    )?;
     let mut torch_version = String::from("?");
     println!("\nlosses/fwd_bwd, median per iteration, {threads} threads:");
     println!("{:<12} {:>12} {:>12} {:>14}", "case", "rust (ms)", "pytorch (ms)", "rust/pytorch");
     for (case, rust_ms) in cases.iter().zip(&ours) {
-        let line = stdout
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        let line = lines
+            .iter()
             .find(|v| v["case"] == *case)
             .ok_or_else(|| format!("the PyTorch script printed no line for {case}"))?;
         let torch_ms = line["median_ms"].as_f64().ok_or("no median_ms")?;
@@ -173,6 +185,32 @@ fn bench_losses(python: Option<PathBuf>, threads: usize) -> Result {
         println!("{case:<12} {rust_ms:>12.1} {torch_ms:>12.1} {:>14.2}", rust_ms / torch_ms);
     }
     println!("(PyTorch {torch_version}; target: rust/pytorch <= 0.5)");
+    Ok(())
+}
+
+fn bench_encoders(python: Option<PathBuf>, threads: usize) -> Result {
+    let mut bench = cargo();
+    bench.args(["bench", "-p", "mgca", "--bench", "encoders"]).env("RAYON_NUM_THREADS", threads.to_string());
+    run(bench, "criterion: encoders (Rust, CPU backend)")?;
+    let lines = pytorch_lines(python, "benches/encoders_pytorch.py", &["--threads".into(), threads.to_string()])?;
+    println!("\nencoders at batch 8, median per iteration, {threads} threads:");
+    println!("{:<10} {:<8} {:>12} {:>12} {:>14}", "case", "function", "rust (ms)", "pytorch (ms)", "rust/pytorch");
+    let mut torch_version = String::from("?");
+    for (case, functions) in
+        [("vit_b16", &["fwd", "fwd_bwd"][..]), ("bert6", &["fwd", "fwd_bwd"]), ("resnet50", &["fwd"])]
+    {
+        for &function in functions {
+            let rust_ms = criterion_ms("encoders", function, case)?;
+            let line = lines
+                .iter()
+                .find(|v| v["case"] == case && v["function"] == function)
+                .ok_or_else(|| format!("the PyTorch script printed no line for {case} {function}"))?;
+            let torch_ms = line["median_ms"].as_f64().ok_or("no median_ms")?;
+            torch_version = line["torch"].as_str().unwrap_or("?").to_string();
+            println!("{case:<10} {function:<8} {rust_ms:>12.1} {torch_ms:>12.1} {:>14.2}", rust_ms / torch_ms);
+        }
+    }
+    println!("(PyTorch {torch_version} with timm, transformers, torchvision on CPU)");
     Ok(())
 }
 

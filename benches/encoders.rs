@@ -1,0 +1,80 @@
+//! The encoders at MGCA's sizes on the CPU backend, batch 8: ViT-B/16 (224 px), the 6-layer
+//! BERT (112 tokens) and ResNet-50 (224 px up-sampled to 299), forward (inference backend)
+//! and forward + backward (autodiff backend, loss = sum of the outputs; not for ResNet-50,
+//! whose convolution backward on burn-ndarray is far too slow to time, see below).
+//!
+//! `cargo bench --bench encoders` (or `cargo xtask bench encoders`, which also times
+//! `benches/encoders_pytorch.py`, timm and transformers on CPU, and prints the ratio).
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Distribution, Int, Tensor, TensorData};
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use mgca::backend::{Cpu, CpuAutodiff, cpu_device};
+use mgca::model::batchnorm::Mode;
+use mgca::model::bert::{BertConfig, PositionIds};
+use mgca::model::resnet::ResNetConfig;
+use mgca::model::vit::VitConfig;
+
+const BATCH: usize = 8;
+const TOKENS: usize = 112;
+
+fn images<B: Backend>(device: &B::Device) -> Tensor<B, 4> {
+    Tensor::random([BATCH, 3, 224, 224], Distribution::Normal(0.0, 1.0), device)
+}
+
+/// Token ids and a mask: reports of 40 to 112 tokens, padded to 112.
+fn tokens<B: Backend>(vocab: usize, device: &B::Device) -> (Tensor<B, 2, Int>, Tensor<B, 2>) {
+    let mut ids = Vec::new();
+    let mut mask = Vec::new();
+    for b in 0..BATCH {
+        let len = 40 + b * 9;
+        for t in 0..TOKENS {
+            ids.push(if t < len { (1 + (b * 7919 + t * 104_729) % (vocab - 1)) as i64 } else { 0 });
+            mask.push((t < len) as i32 as f32);
+        }
+    }
+    (
+        Tensor::from_data(TensorData::new(ids, [BATCH, TOKENS]), device),
+        Tensor::from_data(TensorData::new(mask, [BATCH, TOKENS]), device),
+    )
+}
+
+fn bench(c: &mut Criterion) {
+    let device = cpu_device();
+    let mut group = c.benchmark_group("encoders");
+    group.sample_size(10);
+
+    let vit = VitConfig::base().init::<Cpu>(&device);
+    let x = images::<Cpu>(&device);
+    group.bench_function(BenchmarkId::new("fwd", "vit_b16"), |b| b.iter(|| vit.forward(x.clone()).tokens));
+    let vit = VitConfig::base().init::<CpuAutodiff>(&device);
+    let x = images::<CpuAutodiff>(&device);
+    group.bench_function(BenchmarkId::new("fwd_bwd", "vit_b16"), |b| {
+        b.iter(|| vit.forward(x.clone()).tokens.sum().backward())
+    });
+
+    let config = BertConfig::mgca();
+    let bert = config.init::<Cpu>(&device);
+    let (ids, mask) = tokens::<Cpu>(config.vocab_size, &device);
+    group.bench_function(BenchmarkId::new("fwd", "bert6"), |b| {
+        b.iter(|| bert.forward(ids.clone(), mask.clone(), PositionIds::Reference).hidden)
+    });
+    let bert = config.init::<CpuAutodiff>(&device);
+    let (ids, mask) = tokens::<CpuAutodiff>(config.vocab_size, &device);
+    group.bench_function(BenchmarkId::new("fwd_bwd", "bert6"), |b| {
+        b.iter(|| bert.forward(ids.clone(), mask.clone(), PositionIds::Reference).hidden.sum().backward())
+    });
+
+    let resnet = ResNetConfig::resnet50().init::<Cpu>(&device);
+    let x = images::<Cpu>(&device);
+    group.bench_function(BenchmarkId::new("fwd", "resnet50"), |b| {
+        b.iter(|| resnet.forward(x.clone(), Mode::Eval).global)
+    });
+    // No `fwd_bwd/resnet50`: burn-ndarray's convolution backward is a direct loop, and one
+    // iteration at batch 8 ran for more than four minutes. ResNet-50 trains on the GPU backend;
+    // on the CPU, only the smoke-sized ResNet is trained.
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
