@@ -4,4 +4,6 @@
 //! Spec: `data.md`.
 //! **Deviation:** none at this level; each module states its own.
 
+pub mod resize;
+pub mod rle;
 pub mod sampling;
