@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::loss::{CpaConfig, CtaConfig, ItaConfig, ObjectiveConfig, PatchWeighting, SinkhornScope};
 use crate::model::bert::BertConfig;
-use crate::model::resnet::ResNetConfig;
+use crate::model::resnet::{ImagenetWeights, ResNetConfig};
 use crate::model::vit::VitConfig;
 
 /// The image encoder, which also decides CTA's patch branch.
@@ -48,6 +48,9 @@ pub struct MgcaConfig {
     /// The ResNet's shape (ResNet-50, input up-sampled to 299 px), used when `image_encoder`
     /// is `resnet_50`.
     pub resnet: ResNetConfig,
+    /// Which ImageNet weights initialise ResNet-50: V1 (the paper's era) by default; V2 is what
+    /// the reference's HEAD downloads.
+    pub resnet_weights: ImagenetWeights,
     /// The text encoder's shape (Bio_ClinicalBERT widths, 6 layers).
     pub bert: BertConfig,
     /// H, the hidden width of the projection heads (reference: 2048).
@@ -115,6 +118,7 @@ impl MgcaConfig {
             image_encoder,
             vit: VitConfig::base(),
             resnet: ResNetConfig::resnet50(),
+            resnet_weights: ImagenetWeights::V1,
             bert: BertConfig::mgca(),
             projection_hidden: 2048,
             embed_dim: 128,

@@ -60,6 +60,7 @@ struct Alpha {
     weight: f32,
 }
 
+// ANCHOR: area
 /// OpenCV's `computeResizeAreaTab`.
 fn area_table(src: usize, dst: usize, scale: f64) -> Vec<Alpha> {
     let mut tab = Vec::with_capacity(src * 2);
@@ -127,6 +128,8 @@ pub fn resize_area(img: &Gray, height: usize, width: usize) -> Gray {
     }
     Gray::new(height, width, out)
 }
+
+// ANCHOR_END: area
 
 /// OpenCV's integer-scale area path: the mean of each `sx × sy` block, rounded half to even;
 /// 2 × 2 blocks go through OpenCV's vector kernel, which rounds half up (`(a+b+c+d+2) >> 2`).

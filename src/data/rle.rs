@@ -29,6 +29,7 @@ pub fn is_negative(value: &str) -> bool {
     value.trim() == "-1"
 }
 
+// ANCHOR: decode
 /// OR the runs of `value` into `mask` (row-major `[height, width]`, 0 or 1).
 pub fn decode_into(value: &str, width: usize, height: usize, mask: &mut [u8]) -> Result<(), RleError> {
     assert_eq!(mask.len(), width * height, "mask buffer size");
@@ -57,6 +58,8 @@ pub fn decode_into(value: &str, width: usize, height: usize, mask: &mut [u8]) ->
     }
     Ok(())
 }
+
+// ANCHOR_END: decode
 
 /// Decode one value into a fresh `[height, width]` mask.
 pub fn decode(value: &str, width: usize, height: usize) -> Result<Vec<u8>, RleError> {

@@ -59,6 +59,7 @@ impl LegacyRng {
         y ^ (y >> 18)
     }
 
+    // ANCHOR: permutation
     /// A uniform integer in `[0, max]` by masked rejection (NumPy's legacy `rk_interval`).
     pub fn interval(&mut self, max: u64) -> u64 {
         if max == 0 {
@@ -93,6 +94,8 @@ impl LegacyRng {
         }
         p
     }
+
+    // ANCHOR_END: permutation
 
     /// `choice(n, k, replace=False)`: the first `k` entries of `permutation(n)`.
     pub fn choice(&mut self, n: usize, k: usize) -> Vec<usize> {

@@ -26,6 +26,27 @@ use serde::{Deserialize, Serialize};
 use super::batchnorm::{BatchNorm, Mode};
 use crate::weights::{WeightError, WeightReader};
 
+/// Which torchvision ImageNet weights initialise ResNet-50 (`architecture.md` §3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImagenetWeights {
+    /// `IMAGENET1K_V1` (`pretrained=True`), what MGCA's first public commit, closest to the
+    /// paper, asked for: the default for reproducing the paper.
+    V1,
+    /// `IMAGENET1K_V2` (`ResNet50_Weights.DEFAULT`), what the reference's HEAD asks for.
+    V2,
+}
+
+impl ImagenetWeights {
+    /// torchvision's file name for these weights.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Self::V1 => "resnet50-0676ba61.pth",
+            Self::V2 => "resnet50-11ad3fa6.pth",
+        }
+    }
+}
+
 /// The shape of a torchvision bottleneck ResNet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResNetConfig {
