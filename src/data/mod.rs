@@ -12,6 +12,7 @@ pub mod resize;
 pub mod rle;
 pub mod rsna;
 pub mod sampling;
+pub mod siim;
 
 /// A problem with an input file: names the file and, where there is one, the line.
 #[derive(Debug, Clone, PartialEq, Eq)]

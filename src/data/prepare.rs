@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::sampling::{global_choice_second_draw, pandas_sample};
-use super::{DataError, rsna};
+use super::{DataError, rsna, siim};
 
 /// The datasets the reference uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -96,10 +96,6 @@ impl Table {
         }
         w.into_inner().expect("in-memory CSV")
     }
-
-    fn subset(&self, positions: &[usize]) -> Table {
-        Table { rows: positions.iter().map(|&i| self.rows[i].clone()).collect(), ..self.clone() }
-    }
 }
 
 /// The manifest of a prepared folder.
@@ -137,7 +133,8 @@ fn sha256(bytes: &[u8]) -> String {
 /// What a preparation produced, before it is written.
 #[derive(Debug, Clone)]
 pub struct Prepared {
-    /// `train.csv`, `valid.csv`, `test.csv`, `train_1pct.csv`, `train_10pct.csv`.
+    /// `train.csv`, `valid.csv`, `test.csv`, `train_1pct.csv`, `train_10pct.csv` (and, for
+    /// SIIM, `train_balanced.csv`).
     pub tables: Vec<(&'static str, Table)>,
     pub manifest: Manifest,
 }
@@ -152,7 +149,7 @@ pub fn prepare(options: &PrepareOptions) -> Result<Prepared, DataError> {
         sources.insert(relative.to_string(), FileDigest { sha256: sha256(&bytes), size: bytes.len() });
         Ok(path)
     };
-    let (splits, leaks) = match options.dataset {
+    let splits = match options.dataset {
         Dataset::Rsna => {
             let labels = source("stage_2_train_labels.csv")?;
             let patients = rsna::read_labels(&labels)?;
@@ -184,38 +181,99 @@ pub fn prepare(options: &PrepareOptions) -> Result<Prepared, DataError> {
                 "split".into(),
                 format!("patients sorted by id; train_test_split({held_out}, random_state=0), then the held-out part train_test_split(test_size=0.5, random_state=0): first part test, second valid"),
             );
-            let subsets = if partition == rsna::Partition::Classification {
-                sampling.insert("subsets".into(), "pandas sample(frac=p, random_state=42) of train.csv".into());
-                SubsetRecipe::Pandas
-            } else {
-                sampling.insert(
-                    "subsets".into(),
-                    "global NumPy choice(n, int(p·n), replace=False) after seed 42, second draw (the training set is built twice)".into(),
-                );
-                SubsetRecipe::GlobalChoice
+            let n = s.train.len();
+            let subset = |p: f64| -> Vec<usize> {
+                let picked = if partition == rsna::Partition::Classification {
+                    pandas_sample(n, p, 42)
+                } else {
+                    global_choice_second_draw(n, p, 42)
+                };
+                picked.into_iter().map(|i| s.train[i]).collect()
             };
-            ((table(&s.train), table(&s.valid), table(&s.test), subsets), "none known for RSNA".to_string())
+            sampling.insert(
+                "subsets".into(),
+                if partition == rsna::Partition::Classification {
+                    "pandas sample(frac=p, random_state=42) of train.csv".into()
+                } else {
+                    "global NumPy choice(n, int(p·n), replace=False) after seed 42, second draw (the training set is built twice)".into()
+                },
+            );
+            let tables = vec![
+                ("train.csv", table(&s.train)),
+                ("valid.csv", table(&s.valid)),
+                ("test.csv", table(&s.test)),
+                ("train_1pct.csv", table(&subset(0.01))),
+                ("train_10pct.csv", table(&subset(0.1))),
+            ];
+            (tables, "none known for RSNA".to_string())
+        }
+        Dataset::Siim => {
+            if options.task != Task::Segmentation {
+                return Err(DataError::file(&options.root, "SIIM has a segmentation task only"));
+            }
+            let labels = source("train-rle.csv")?;
+            let rows = siim::read_rle(&labels)?;
+            let paths = if options.root.join("dicom-images-train").is_dir() || options.check_images {
+                siim::image_paths(&options.root)?
+            } else {
+                Default::default()
+            };
+            let s = siim::split(&rows, options.fix_leaks);
+            let header = ["path", "ImageId", " EncodedPixels", "Label"].map(String::from).to_vec();
+            let table = |positions: &[usize]| Table {
+                header: header.clone(),
+                rows: positions
+                    .iter()
+                    .map(|&i| {
+                        let r = &rows[i];
+                        let path = paths
+                            .get(&r.image_id)
+                            .cloned()
+                            .unwrap_or_else(|| format!("dicom-images-train/{}.dcm", r.image_id));
+                        vec![path, r.image_id.clone(), r.encoded.clone(), format!("{:.1}", r.label() as f64)]
+                    })
+                    .collect(),
+                class_column: Some(3),
+            };
+            let train_rows: Vec<siim::Row> = s.train.iter().map(|&i| rows[i].clone()).collect();
+            let trained = |frac: f64, seed: u32| -> Vec<usize> {
+                siim::training_rows(&train_rows, frac, seed).into_iter().map(|i| s.train[i]).collect()
+            };
+            sampling.insert(
+                "split".into(),
+                format!(
+                    "train_test_split over {} (test_size=0.3, random_state=0), then the held-out part train_test_split(test_size=0.5, random_state=0): first part test, second valid",
+                    if options.fix_leaks { "images" } else { "rows" }
+                ),
+            );
+            sampling.insert(
+                "subsets".into(),
+                "training set balanced (every positive image, as many negative images by global NumPy choice), then choice of int(p·images) images; seed 42 (0 for 10 %), second draws (the training set is built twice); train_balanced.csv is the 100 % training set".into(),
+            );
+            let tables = vec![
+                ("train.csv", table(&s.train)),
+                ("valid.csv", table(&s.valid)),
+                ("test.csv", table(&s.test)),
+                ("train_1pct.csv", table(&trained(0.01, 42))),
+                ("train_10pct.csv", table(&trained(0.1, 0))),
+                ("train_balanced.csv", table(&trained(1.0, 42))),
+            ];
+            let leaks = if options.fix_leaks {
+                "fixed: split over images, so no image is in two splits".to_string()
+            } else {
+                "reproduced: the split is over CSV rows, so an image with several regions can be in two splits"
+                    .to_string()
+            };
+            (tables, leaks)
         }
         other => {
             return Err(DataError::file(
                 &options.root,
-                format!("preparing {other:?} is not implemented yet (RSNA is; the others follow)"),
+                format!("preparing {other:?} is not implemented yet (RSNA and SIIM are; the others follow)"),
             ));
         }
     };
-    let (train, valid, test, recipe) = splits;
-    let subset = |p: f64| match recipe {
-        SubsetRecipe::Pandas => train.subset(&pandas_sample(train.rows.len(), p, 42)),
-        SubsetRecipe::GlobalChoice => train.subset(&global_choice_second_draw(train.rows.len(), p, 42)),
-    };
-    let (one, ten) = (subset(0.01), subset(0.1));
-    let mut tables = vec![
-        ("train.csv", train),
-        ("valid.csv", valid),
-        ("test.csv", test),
-        ("train_1pct.csv", one),
-        ("train_10pct.csv", ten),
-    ];
+    let (mut tables, leaks) = splits;
     let mut skipped = Vec::new();
     for (name, table) in tables.iter_mut().filter(|_| options.check_images) {
         let mut kept = Vec::with_capacity(table.rows.len());
@@ -250,12 +308,6 @@ pub fn prepare(options: &PrepareOptions) -> Result<Prepared, DataError> {
     }
     let manifest = Manifest { format: 1, options: options.clone(), sampling, leaks, sources, files, counts, skipped };
     Ok(Prepared { tables, manifest })
-}
-
-#[derive(Debug, Clone, Copy)]
-enum SubsetRecipe {
-    Pandas,
-    GlobalChoice,
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DataError> {
@@ -368,6 +420,33 @@ mod tests {
             let m = &prepared.manifest;
             assert_eq!(m.sources["stage_2_train_labels.csv"].size, 1_490_034);
         }
+    }
+
+    /// SIIM on the real RLE file: the row split, the balanced training set and both subsets
+    /// equal, row for row, what pandas and NumPy give with the reference's recipe.
+    #[test]
+    fn siim_splits_equal_the_references_row_for_row() {
+        let labels = assets::label_file("siim").unwrap_or_else(|e| panic!("{e}"));
+        let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("golden/python/splits/siim.json");
+        let want: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(golden).unwrap()).unwrap();
+        let options = PrepareOptions {
+            dataset: Dataset::Siim,
+            task: Task::Segmentation,
+            root: labels.parent().unwrap().to_path_buf(),
+            fix_leaks: false,
+            on_bad: OnBad::Fail,
+            check_images: false,
+        };
+        let prepared = prepare(&options).unwrap();
+        assert_eq!(prepared.tables.len(), 6);
+        for (name, table) in &prepared.tables {
+            let split = name.trim_end_matches(".csv");
+            let ids: Vec<&str> = table.rows.iter().map(|r| r[1].as_str()).collect();
+            let expected = &want["splits"][split];
+            assert_eq!(ids.len() as u64, expected["rows"].as_u64().unwrap(), "{split}");
+            assert_eq!(sha256(ids.join("\n").as_bytes()), expected["sha256"].as_str().unwrap(), "{split}");
+        }
+        assert!(prepared.manifest.leaks.starts_with("reproduced"));
     }
 
     /// Missing images: an error naming the row by default, dropped and counted with `skip`;

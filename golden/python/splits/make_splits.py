@@ -4,10 +4,13 @@ script does (data.md §4.2-§4.4), on the real label file; records a SHA-256 of 
 patient-id list (one id per line, in split order) and of each training subset's, so the Rust
 tests check the splits patient for patient without shipping the file.
 
-    python golden/python/splits/make_splits.py LABELS.csv   # pandas, scikit-learn, numpy
+    python golden/python/splits/make_splits.py RSNA_LABELS.csv SIIM_RLE.csv
 
-LABELS.csv is `stage_2_train_labels.csv` (`cargo xtask assets` unpacks it into
-~/.cache/mgca-assets/labels/rsna/).
+RSNA_LABELS.csv is `stage_2_train_labels.csv`, SIIM_RLE.csv is `train-rle.csv` (`cargo xtask
+assets` unpacks both into ~/.cache/mgca-assets/labels/). Needs pandas, scikit-learn, numpy.
+For SIIM, the split is over rows, and the training rows follow the segmentation dataset:
+balanced with the global generator, then subset by image (seed 42, 0 for 10 %), the dataset
+built twice so the second draws are used; negatives are recognised by the stripped value.
 """
 import hashlib
 import json
@@ -63,6 +66,37 @@ def main() -> None:
         det[name] = train.iloc[np.random.choice(n, int(p * n), replace=False)]
     out["detection"] = {k: {"rows": len(v), "sha256": digest(v["patientId"])} for k, v in det.items()}
     (Path(__file__).parent / "rsna.json").write_text(json.dumps(out, indent=1) + "\n")
+    siim(sys.argv[2])
+
+
+def siim_training(df: pd.DataFrame, frac: float, seed: int) -> pd.DataFrame:
+    np.random.seed(seed)
+    for _ in range(2):  # the training dataset is constructed twice
+        d = df.copy()
+        d["class"] = d[" EncodedPixels"].apply(lambda x: x.strip() != "-1")
+        pos = d[d["class"]]
+        pos_ids = pos["ImageId"].unique()
+        neg_ids = d[~d["class"]]["ImageId"].unique()
+        chosen = np.random.choice(neg_ids, len(pos_ids), replace=False)
+        d = pd.concat([pos, d[(~d["class"]) & d["ImageId"].isin(chosen)]])
+        if frac != 1:
+            ids = d["ImageId"].unique()
+            keep = np.random.choice(ids, int(len(ids) * frac), replace=False)
+            d = d[d["ImageId"].isin(keep)]
+        result = d
+    return result
+
+
+def siim(path: str) -> None:
+    df = pd.read_csv(path)
+    df.columns = ["ImageId", " EncodedPixels"]
+    train, held = train_test_split(df, test_size=0.3, random_state=0)
+    test, valid = train_test_split(held, test_size=0.5, random_state=0)
+    parts = {"train": train, "valid": valid, "test": test,
+             "train_1pct": siim_training(train, 0.01, 42), "train_10pct": siim_training(train, 0.1, 0),
+             "train_balanced": siim_training(train, 1.0, 42)}
+    out = {"rows": len(df), "splits": {k: {"rows": len(v), "sha256": digest(v["ImageId"])} for k, v in parts.items()}}
+    (Path(__file__).parent / "siim.json").write_text(json.dumps(out, indent=1) + "\n")
     print(json.dumps(out, indent=1))
 
 
