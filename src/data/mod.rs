@@ -7,6 +7,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub mod chexpert;
 pub mod prepare;
 pub mod resize;
 pub mod rle;

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::sampling::{global_choice_second_draw, pandas_sample};
-use super::{DataError, rsna, siim};
+use super::{DataError, chexpert, rsna, siim};
 
 /// The datasets the reference uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -207,6 +207,57 @@ pub fn prepare(options: &PrepareOptions) -> Result<Prepared, DataError> {
             ];
             (tables, "none known for RSNA".to_string())
         }
+        Dataset::Chexpert => {
+            if options.task != Task::Classification {
+                return Err(DataError::file(&options.root, "CheXpert has a classification task only"));
+            }
+            let train_labels = chexpert::read_labels(&source("train.csv")?)?;
+            let test_labels = chexpert::read_labels(&source("valid.csv")?)?;
+            let (train, valid) = chexpert::split(&train_labels, options.fix_leaks);
+            let header: Vec<String> =
+                std::iter::once("path".to_string()).chain(chexpert::TASKS.iter().map(|t| t.to_string())).collect();
+            let table = |labels: &chexpert::Labels, positions: &[usize]| Table {
+                header: header.clone(),
+                rows: positions
+                    .iter()
+                    .map(|&i| &labels.rows[i])
+                    .filter(|r| r.frontal)
+                    .map(|r| {
+                        std::iter::once(chexpert::relative_path(&r.path).to_string())
+                            .chain(labels.targets(r).iter().map(|v| format!("{v:.1}")))
+                            .collect()
+                    })
+                    .collect(),
+                class_column: None,
+            };
+            let train_table = table(&train_labels, &train);
+            let subset = |frac: f64| Table {
+                rows: pandas_sample(train_table.rows.len(), frac, 42)
+                    .into_iter()
+                    .map(|i| train_table.rows[i].clone())
+                    .collect(),
+                ..train_table.clone()
+            };
+            sampling.insert(
+                "split".into(),
+                "5×200 rows removed (pandas sample(n=200, random_state=0) per task); 5,000 validation positions from NumPy's generator seeded 0; frontal views kept; test = the official valid.csv".into(),
+            );
+            sampling
+                .insert("subsets".into(), "pandas sample(frac=p, random_state=42) of the frontal training rows".into());
+            let tables = vec![
+                ("train.csv", train_table.clone()),
+                ("valid.csv", table(&train_labels, &valid)),
+                ("test.csv", table(&test_labels, &(0..test_labels.rows.len()).collect::<Vec<_>>())),
+                ("train_1pct.csv", subset(0.01)),
+                ("train_10pct.csv", subset(0.1)),
+            ];
+            let leaks = if options.fix_leaks {
+                "fixed: the validation rows are dropped from training by position".to_string()
+            } else {
+                "reproduced: training rows dropped by index label, so most validation rows stay in training".to_string()
+            };
+            (tables, leaks)
+        }
         Dataset::Siim => {
             if options.task != Task::Segmentation {
                 return Err(DataError::file(&options.root, "SIIM has a segmentation task only"));
@@ -269,7 +320,7 @@ pub fn prepare(options: &PrepareOptions) -> Result<Prepared, DataError> {
         other => {
             return Err(DataError::file(
                 &options.root,
-                format!("preparing {other:?} is not implemented yet (RSNA and SIIM are; the others follow)"),
+                format!("preparing {other:?} is not implemented yet (RSNA, SIIM and CheXpert are; the others follow)"),
             ));
         }
     };
@@ -447,6 +498,47 @@ mod tests {
             assert_eq!(sha256(ids.join("\n").as_bytes()), expected["sha256"].as_str().unwrap(), "{split}");
         }
         assert!(prepared.manifest.leaks.starts_with("reproduced"));
+    }
+
+    /// CheXpert on the real train.csv: the training and validation splits (with the
+    /// reference's overlap, and fixed) and both subsets equal pandas' image for image.
+    #[test]
+    fn chexpert_splits_equal_the_references_image_for_image() {
+        let labels = assets::label_file("chexpert").unwrap_or_else(|e| panic!("{e}"));
+        let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("golden/python/splits/chexpert.json");
+        let want: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(golden).unwrap()).unwrap();
+        // The real train.csv, and a one-row official validation file as the test set.
+        let root = std::env::temp_dir().join(format!("mgca-chexpert-{}", std::process::id()));
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::copy(&labels, root.join("train.csv")).unwrap();
+        let header = std::fs::read_to_string(&labels).unwrap().lines().next().unwrap().to_string();
+        let row = "CheXpert-v1.0-small/valid/patient64541/study1/view1_frontal.jpg,Male,73,Frontal,AP,,,,,,,,,,,,,,";
+        std::fs::write(root.join("valid.csv"), format!("{header}\n{row}\n")).unwrap();
+        for (fix, train_key) in [(false, "train"), (true, "fixed_train")] {
+            let options = PrepareOptions {
+                dataset: Dataset::Chexpert,
+                task: Task::Classification,
+                root: root.clone(),
+                fix_leaks: fix,
+                on_bad: OnBad::Fail,
+                check_images: false,
+            };
+            let prepared = prepare(&options).unwrap();
+            for (name, table) in &prepared.tables {
+                let split = name.trim_end_matches(".csv");
+                let key = match split {
+                    "train" => train_key,
+                    "test" => continue,
+                    s if fix && s.starts_with("train_") => continue,
+                    s => s,
+                };
+                let paths: Vec<String> = table.rows.iter().map(|r| format!("CheXpert-v1.0-small/{}", r[0])).collect();
+                let expected = &want[key];
+                assert_eq!(paths.len() as u64, expected["rows"].as_u64().unwrap(), "{key}");
+                assert_eq!(sha256(paths.join("\n").as_bytes()), expected["sha256"].as_str().unwrap(), "{key}");
+            }
+        }
+        std::fs::remove_dir_all(root).ok();
     }
 
     /// Missing images: an error naming the row by default, dropped and counted with `skip`;

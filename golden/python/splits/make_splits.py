@@ -4,7 +4,7 @@ script does (data.md §4.2-§4.4), on the real label file; records a SHA-256 of 
 patient-id list (one id per line, in split order) and of each training subset's, so the Rust
 tests check the splits patient for patient without shipping the file.
 
-    python golden/python/splits/make_splits.py RSNA_LABELS.csv SIIM_RLE.csv
+    python golden/python/splits/make_splits.py RSNA_LABELS.csv SIIM_RLE.csv CHEXPERT_TRAIN.csv
 
 RSNA_LABELS.csv is `stage_2_train_labels.csv`, SIIM_RLE.csv is `train-rle.csv` (`cargo xtask
 assets` unpacks both into ~/.cache/mgca-assets/labels/). Needs pandas, scikit-learn, numpy.
@@ -67,6 +67,44 @@ def main() -> None:
     out["detection"] = {k: {"rows": len(v), "sha256": digest(v["patientId"])} for k, v in det.items()}
     (Path(__file__).parent / "rsna.json").write_text(json.dumps(out, indent=1) + "\n")
     siim(sys.argv[2])
+    chexpert(sys.argv[3])
+
+
+TASKS = ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion"]
+OTHERS = ["Enlarged Cardiomediastinum", "Lung Lesion", "Lung Opacity", "Pneumonia", "Pneumothorax",
+          "Pleural Other", "Fracture", "Support Devices"]
+
+
+def chexpert(path: str) -> None:
+    """mgca/preprocess/chexpert.py as data.md §3.2 describes it, and the dataset's frontal
+    filter and 1 % / 10 % pandas samples (§3.3)."""
+    np.random.seed(0)
+    df = pd.read_csv(path)
+    filled = df.fillna(0)
+    filled = filled[filled["Frontal/Lateral"] == "Frontal"]
+    parts = []
+    for task in TASKS:
+        cond = filled[task] == 1
+        for other in TASKS + OTHERS:
+            if other != task:
+                cond &= filled[other] == 0
+        parts.append(filled[cond].sample(n=200, random_state=0))
+    five = pd.concat(parts)
+    rest = df[~df["Path"].isin(five["Path"])]
+    valid_ids = np.random.permutation(len(rest))[:5000]
+    valid = rest.iloc[valid_ids]
+    train = rest.drop(valid_ids, errors="ignore")
+    fixed_train = rest.drop(rest.index[valid_ids])
+    out = {"rows": len(df)}
+    for name, part in [("train", train), ("valid", valid), ("fixed_train", fixed_train)]:
+        frontal = part[part["Frontal/Lateral"] == "Frontal"]
+        out[name] = {"rows": len(frontal), "sha256": digest(frontal["Path"])}
+    frontal = train[train["Frontal/Lateral"] == "Frontal"]
+    for name, frac in [("train_1pct", 0.01), ("train_10pct", 0.1)]:
+        sub = frontal.sample(frac=frac, random_state=42)
+        out[name] = {"rows": len(sub), "sha256": digest(sub["Path"])}
+    (Path(__file__).parent / "chexpert.json").write_text(json.dumps(out, indent=1) + "\n")
+    print(json.dumps(out, indent=1))
 
 
 def siim_training(df: pd.DataFrame, frac: float, seed: int) -> pd.DataFrame:
