@@ -64,10 +64,8 @@ impl Labels {
     pub fn targets(&self, row: &Row) -> [f32; 5] {
         let mut t = [0.0; 5];
         for (k, task) in TASKS.iter().enumerate() {
-            t[k] = match self.value(row, task).unwrap_or(0.0) {
-                v if v == -1.0 => UNCERTAIN_AS[k],
-                v => v,
-            };
+            let v = self.value(row, task).unwrap_or(0.0);
+            t[k] = if v == -1.0 { UNCERTAIN_AS[k] } else { v };
         }
         t
     }
