@@ -8,6 +8,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub mod chexpert;
+pub mod image;
 pub mod prepare;
 pub mod resize;
 pub mod rle;
