@@ -206,7 +206,7 @@ mod tests {
                 .iter()
                 .map(|&v| {
                     let stored = if mono1 { 255 - v } else { v } as f32;
-                    let x = (stored * (255.0f64 / max_stored as f64) as f32).round_ties_even() as u8;
+                    let x = (stored * (255.0f64 / max_stored) as f32).round_ties_even() as u8;
                     if mono1 { 255 - x } else { x }
                 })
                 .collect();
