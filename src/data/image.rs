@@ -230,6 +230,25 @@ mod tests {
         std::fs::remove_dir_all(dir).ok();
     }
 
+    /// Our JPEG decode against OpenCV's `imread(path, 0)` (`golden/python/images/`): a greyscale
+    /// JPEG as CheXpert and MIMIC ship them, and a colour one; every pixel within one grey
+    /// level (IDCT and colour-conversion rounding), and nearly all equal.
+    #[test]
+    fn jpeg_decodes_like_opencv() {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("golden/python/images");
+        for (name, max_allowed, equal_at_least) in [("gray", 1, 0.99), ("color", 1, 0.99)] {
+            let ours = read_gray(&dir.join(format!("{name}.jpg"))).unwrap();
+            let cv = read_gray(&dir.join(format!("{name}_cv2.png"))).unwrap();
+            assert_eq!((ours.height, ours.width), (cv.height, cv.width));
+            let diffs: Vec<i32> =
+                ours.pixels.iter().zip(&cv.pixels).map(|(&a, &b)| (a as i32 - b as i32).abs()).collect();
+            let max = *diffs.iter().max().unwrap();
+            let equal = diffs.iter().filter(|&&d| d == 0).count() as f64 / diffs.len() as f64;
+            eprintln!("{name}: max |Δ| {max}, equal {:.4}", equal);
+            assert!(max <= max_allowed && equal >= equal_at_least, "{name}: max {max}, equal fraction {equal}");
+        }
+    }
+
     #[test]
     fn crops_and_normalisation() {
         let img = Gray::new(256, 256, (0..256 * 256).map(|k| (k % 256) as u8).collect());
