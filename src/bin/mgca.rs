@@ -92,6 +92,18 @@ enum Data {
         #[arg(long)]
         skip_image_check: bool,
     },
+    /// Write miniature synthetic copies of the datasets in their published layouts.
+    Synth {
+        /// Where to write (`OUT/rsna`, `OUT/siim`, `OUT/chexpert`).
+        #[arg(long)]
+        out: PathBuf,
+        /// `tiny` (seconds) or `small`.
+        #[arg(long, value_enum, default_value_t = mgca::data::synth::Scale::Tiny)]
+        scale: mgca::data::synth::Scale,
+        /// Everything is deterministic in the seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u32,
+    },
     /// Recompute a prepared folder from its manifest and compare.
     Verify {
         /// A folder written by `mgca data prepare`.
@@ -244,6 +256,13 @@ fn main() -> ExitCode {
                 prepare::PrepareOptions { dataset, task, root, fix_leaks, on_bad, check_images: !skip_image_check };
             bad_input(data_prepare(&options, &out))
         }
+        Command::Data(Data::Synth { out, scale, seed }) => bad_input(
+            mgca::data::synth::write_all(&out, scale, seed)
+                .map(|()| {
+                    println!("wrote synthetic RSNA, SIIM and CheXpert ({scale:?}, seed {seed}) under {}", out.display())
+                })
+                .map_err(|e| e.to_string()),
+        ),
         Command::Data(Data::Verify { out }) => match prepare::verify(&out) {
             Ok(v) if v.differences.is_empty() => {
                 println!("{}: {v}", out.display());

@@ -10,13 +10,15 @@
 //!
 //! Spec: `data.md` §3.1–§3.3, §1.5.
 //!
-//! **Deviation:** none by default; `--fix-leaks` drops the validation rows by position.
+//! **Deviation:** none by default; `--fix-leaks` drops the validation rows by position. On a
+//! table smaller than the real one (the synthetic datasets) the 200 per task and the 5,000
+//! validation rows are scaled in proportion ([`scaled_count`]).
 
 use std::collections::HashSet;
 use std::path::Path;
 
 use super::DataError;
-use super::sampling::LegacyRng;
+use super::sampling::{LegacyRng, scaled_count};
 
 /// The five competition tasks, in the reference's target order.
 pub const TASKS: [&str; 5] = ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion"];
@@ -130,13 +132,14 @@ pub fn split(labels: &Labels, fix_leaks: bool) -> (Vec<usize>, Vec<usize>) {
                     && TASKS.iter().chain(OTHERS.iter()).filter(|n| **n != task).all(|n| v(n) == 0.0)
             })
             .collect();
-        for j in LegacyRng::new(0).choice(candidates.len(), 200.min(candidates.len())) {
+        let k = scaled_count(200, labels.rows.len(), 223_414).min(candidates.len());
+        for j in LegacyRng::new(0).choice(candidates.len(), k) {
             held_out.insert(labels.rows[candidates[j]].path.clone());
         }
     }
     // The rest keeps its original index labels (the row numbers of train.csv).
     let rest: Vec<usize> = (0..labels.rows.len()).filter(|&i| !held_out.contains(&labels.rows[i].path)).collect();
-    let valid_positions = LegacyRng::new(0).choice(rest.len(), 5_000.min(rest.len()));
+    let valid_positions = LegacyRng::new(0).choice(rest.len(), scaled_count(5_000, labels.rows.len(), 223_414));
     let valid: Vec<usize> = valid_positions.iter().map(|&p| rest[p]).collect();
     let dropped: HashSet<usize> = if fix_leaks {
         valid.iter().copied().collect()

@@ -15,6 +15,7 @@ pub mod rle;
 pub mod rsna;
 pub mod sampling;
 pub mod siim;
+pub mod synth;
 
 /// A problem with an input file: names the file and, where there is one, the line.
 #[derive(Debug, Clone, PartialEq, Eq)]

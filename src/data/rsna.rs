@@ -10,12 +10,13 @@
 //!
 //! Spec: `data.md` §4.1–§4.5, §1.5.
 //!
-//! **Deviation:** none. The spec's split sizes (18,678 / 4,003 / 4,003 and 16,010 / 5,337 /
+//! **Deviation:** none on the real file. On a smaller table (the synthetic datasets) the
+//! detection hold-out is scaled in proportion ([`scaled_count`]). The spec's split sizes (18,678 / 4,003 / 4,003 and 16,010 / 5,337 /
 //! 5,337) are tests on the real label file.
 
 use std::path::Path;
 
-use super::sampling::{SplitSize, train_test_split};
+use super::sampling::{SplitSize, scaled_count, train_test_split};
 use super::{DataError, Splits};
 
 /// One patient of the per-patient table.
@@ -109,7 +110,7 @@ pub enum Partition {
 pub fn split(patients: usize, partition: Partition) -> Splits {
     let held_out = match partition {
         Partition::Classification => SplitSize::TestFraction(0.3),
-        Partition::Detection => SplitSize::TestCount(5_337 * 2),
+        Partition::Detection => SplitSize::TestCount(scaled_count(5_337 * 2, patients, 26_684)),
     };
     let (train, held) = train_test_split(patients, held_out, 0);
     let (test, valid) = train_test_split(held.len(), SplitSize::TestFraction(0.5), 0);

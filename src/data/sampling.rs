@@ -143,6 +143,14 @@ pub fn train_test_split(n: usize, size: SplitSize, seed: u32) -> (Vec<usize>, Ve
     (train.to_vec(), test.to_vec())
 }
 
+/// A count the reference fixes for the real dataset (RSNA's 2 × 5,337 held-out patients,
+/// CheXpert's 200 per task and 5,000 validation rows), for a table of `n` rows where the real
+/// one has `real_n`: unchanged for a real-sized table, scaled in proportion (at least 1) for a
+/// smaller one — the synthetic datasets — where the reference would fail or empty a split.
+pub fn scaled_count(count: usize, n: usize, real_n: usize) -> usize {
+    if n >= real_n { count } else { ((count as f64 * n as f64 / real_n as f64).round() as usize).clamp(1, n.max(1)) }
+}
+
 /// The subset a downstream script trains on when it subsets with the global generator: the
 /// script seeds it, builds the training dataset once to count steps (one `choice`), then again
 /// inside `fit()` (a second `choice`); the second draw is used. `k = int(frac · n)`.
