@@ -92,6 +92,21 @@ enum Data {
         #[arg(long)]
         skip_image_check: bool,
     },
+    /// Decode every image of a split once into a packed 256 × 256 cache the loader reads.
+    Cache {
+        /// A split CSV with a `path` column (e.g. OUT/train.csv from `prepare`).
+        #[arg(long)]
+        manifest: PathBuf,
+        /// The dataset's folder the paths are relative to.
+        #[arg(long)]
+        root: PathBuf,
+        /// The cache file to write (an index CSV is written beside it).
+        #[arg(long)]
+        out: PathBuf,
+        /// An unreadable image: stop (`fail`) or record it as skipped (`skip`).
+        #[arg(long, value_enum, default_value_t = prepare::OnBad::Fail)]
+        on_bad: prepare::OnBad,
+    },
     /// Write miniature synthetic copies of the datasets in their published layouts.
     Synth {
         /// Where to write (`OUT/rsna`, `OUT/siim`, `OUT/chexpert`).
@@ -256,6 +271,21 @@ fn main() -> ExitCode {
                 prepare::PrepareOptions { dataset, task, root, fix_leaks, on_bad, check_images: !skip_image_check };
             bad_input(data_prepare(&options, &out))
         }
+        Command::Data(Data::Cache { manifest, root, out, on_bad }) => bad_input(
+            mgca::data::cache::build(&manifest, &root, &out, 256, on_bad)
+                .map(|r| {
+                    println!(
+                        "cached {} image(s) into {} ({} skipped)",
+                        r.rows - r.skipped.len(),
+                        out.display(),
+                        r.skipped.len()
+                    );
+                    for (row, path, reason) in &r.skipped {
+                        println!("  skipped row {row}: {path}: {reason}");
+                    }
+                })
+                .map_err(|e| e.to_string()),
+        ),
         Command::Data(Data::Synth { out, scale, seed }) => bad_input(
             mgca::data::synth::write_all(&out, scale, seed)
                 .map(|()| {

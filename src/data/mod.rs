@@ -7,6 +7,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub mod cache;
 pub mod chexpert;
 pub mod image;
 pub mod prepare;

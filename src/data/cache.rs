@@ -1,0 +1,293 @@
+//! The image cache: every image of a split decoded once, resized and padded to 256 × 256 as
+//! the reference's `resize_img` does, and packed into one file of fixed-size records that
+//! worker threads read by offset; a loader that crops, normalises and batches on worker
+//! threads and prefetches ahead of the training step.
+//!
+//! File layout: a 64-byte header (`MGCACACHE1`, record side, record count), then one
+//! `side × side` u8 record per row of the split, in the split's order; beside it an index CSV
+//! (`row, path, status`) that says which rows were skipped and why. The file is written under a
+//! temporary name and renamed when complete.
+//!
+//! Spec: `data.md` §1.1–§1.4 (the 256 px geometry the cache stores; crops at load time).
+//!
+//! **Deviation:** none: the cached record is exactly `resize_img(256)` of the decoded image,
+//! so a crop of it equals the reference's crop of its in-memory image.
+
+use std::fs::File;
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+use rayon::prelude::*;
+
+use super::DataError;
+use super::image::{crop, normalise, read_dicom, read_gray};
+use super::prepare::OnBad;
+use super::resize::{Gray, resize_and_pad};
+use super::sampling::LegacyRng;
+
+const MAGIC: &[u8; 10] = b"MGCACACHE1";
+const HEADER: u64 = 64;
+
+/// Decode any supported image (DICOM by extension, else JPEG/PNG) and apply `resize_img(side)`.
+pub fn load_resized(path: &Path, side: usize) -> Result<Gray, DataError> {
+    let is_dicom = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("dcm"));
+    let img = if is_dicom { read_dicom(path)? } else { read_gray(path)? };
+    Ok(resize_and_pad(&img, side))
+}
+
+/// What building a cache did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheReport {
+    /// Records written (all rows, skipped ones as zero images flagged in the index).
+    pub rows: usize,
+    /// `(row, path, reason)` of every row that could not be read.
+    pub skipped: Vec<(usize, String, String)>,
+}
+
+/// Build a cache from a split CSV with a `path` column (relative to `root`), in row order.
+pub fn build(split_csv: &Path, root: &Path, out: &Path, side: usize, on_bad: OnBad) -> Result<CacheReport, DataError> {
+    let mut reader = csv::Reader::from_path(split_csv).map_err(|e| DataError::file(split_csv, e.to_string()))?;
+    let headers = reader.headers().map_err(|e| DataError::file(split_csv, e.to_string()))?.clone();
+    let column =
+        headers.iter().position(|h| h == "path").ok_or_else(|| DataError::file(split_csv, "no `path` column"))?;
+    let mut paths = Vec::new();
+    for (i, record) in reader.records().enumerate() {
+        let record = record.map_err(|e| DataError::row(split_csv, i + 2, e.to_string()))?;
+        paths.push(record.get(column).unwrap_or("").to_string());
+    }
+    let tmp = out.with_extension("part");
+    let file = File::create(&tmp).map_err(|e| DataError::file(&tmp, e.to_string()))?;
+    let mut writer = BufWriter::new(file);
+    let mut header = [0u8; HEADER as usize];
+    header[..10].copy_from_slice(MAGIC);
+    header[16..24].copy_from_slice(&(side as u64).to_le_bytes());
+    header[24..32].copy_from_slice(&(paths.len() as u64).to_le_bytes());
+    writer.write_all(&header).map_err(|e| DataError::file(&tmp, e.to_string()))?;
+    let mut skipped = Vec::new();
+    // Decode in parallel, a chunk at a time, and write in row order.
+    for (chunk_index, chunk) in paths.chunks(256).enumerate() {
+        let decoded: Vec<Result<Gray, DataError>> =
+            chunk.par_iter().map(|p| load_resized(&root.join(p), side)).collect();
+        for (k, result) in decoded.into_iter().enumerate() {
+            let row = chunk_index * 256 + k;
+            let record = match result {
+                Ok(img) => img.pixels,
+                Err(e) if on_bad == OnBad::Skip => {
+                    skipped.push((row, paths[row].clone(), e.message.clone()));
+                    vec![0u8; side * side]
+                }
+                Err(e) => {
+                    drop(writer);
+                    std::fs::remove_file(&tmp).ok();
+                    return Err(DataError::row(
+                        split_csv,
+                        row + 2,
+                        format!("{e} (use --on-bad skip to skip such rows)"),
+                    ));
+                }
+            };
+            writer.write_all(&record).map_err(|e| DataError::file(&tmp, e.to_string()))?;
+        }
+    }
+    writer.flush().map_err(|e| DataError::file(&tmp, e.to_string()))?;
+    drop(writer);
+    let index = index_path(out);
+    let mut w = csv::Writer::from_path(&index).map_err(|e| DataError::file(&index, e.to_string()))?;
+    w.write_record(["row", "path", "status"]).map_err(|e| DataError::file(&index, e.to_string()))?;
+    let mut next_skip = skipped.iter().peekable();
+    for (row, path) in paths.iter().enumerate() {
+        let status = match next_skip.peek() {
+            Some((r, _, reason)) if *r == row => {
+                next_skip.next();
+                format!("skipped: {reason}")
+            }
+            _ => "ok".to_string(),
+        };
+        w.write_record([row.to_string(), path.clone(), status]).map_err(|e| DataError::file(&index, e.to_string()))?;
+    }
+    w.flush().map_err(|e| DataError::file(&index, e.to_string()))?;
+    std::fs::rename(&tmp, out).map_err(|e| DataError::file(out, e.to_string()))?;
+    Ok(CacheReport { rows: paths.len(), skipped })
+}
+
+fn index_path(cache: &Path) -> PathBuf {
+    let mut name = cache.file_name().unwrap_or_default().to_os_string();
+    name.push(".index.csv");
+    cache.with_file_name(name)
+}
+
+/// An opened cache.
+#[derive(Debug)]
+pub struct ImageCache {
+    path: PathBuf,
+    file: File,
+    /// Record side (256).
+    pub side: usize,
+    /// Number of records.
+    pub len: usize,
+    /// Rows that were skipped when the cache was built (zero records; never served).
+    pub skipped: Vec<usize>,
+}
+
+impl ImageCache {
+    /// Open a cache and its index.
+    pub fn open(path: &Path) -> Result<Self, DataError> {
+        let mut file = File::open(path).map_err(|e| DataError::file(path, e.to_string()))?;
+        let mut header = [0u8; HEADER as usize];
+        file.read_exact(&mut header).map_err(|e| DataError::file(path, format!("no cache header: {e}")))?;
+        if &header[..10] != MAGIC {
+            return Err(DataError::file(path, "not an mgca image cache"));
+        }
+        let side = u64::from_le_bytes(header[16..24].try_into().unwrap()) as usize;
+        let len = u64::from_le_bytes(header[24..32].try_into().unwrap()) as usize;
+        let expected = HEADER + (side * side * len) as u64;
+        let actual = file.metadata().map_err(|e| DataError::file(path, e.to_string()))?.len();
+        if actual != expected {
+            return Err(DataError::file(path, format!("{actual} bytes, the header promises {expected} (truncated?)")));
+        }
+        let index = index_path(path);
+        let mut reader = csv::Reader::from_path(&index).map_err(|e| DataError::file(&index, e.to_string()))?;
+        let mut skipped = Vec::new();
+        for (i, record) in reader.records().enumerate() {
+            let record = record.map_err(|e| DataError::row(&index, i + 2, e.to_string()))?;
+            if record.get(2).is_some_and(|s| s != "ok") {
+                skipped.push(i);
+            }
+        }
+        Ok(Self { path: path.into(), file, side, len, skipped })
+    }
+
+    /// Record `row` (`resize_img(side)` of its image).
+    pub fn get(&self, row: usize) -> Result<Gray, DataError> {
+        let n = self.side * self.side;
+        let mut buf = vec![0u8; n];
+        read_at(&self.file, HEADER + (row * n) as u64, &mut buf)
+            .map_err(|e| DataError::file(&self.path, e.to_string()))?;
+        Ok(Gray::new(self.side, self.side, buf))
+    }
+
+    /// The rows that can be served, in order.
+    pub fn usable_rows(&self) -> Vec<usize> {
+        let skipped: std::collections::HashSet<usize> = self.skipped.iter().copied().collect();
+        (0..self.len).filter(|r| !skipped.contains(r)).collect()
+    }
+}
+
+#[cfg(unix)]
+fn read_at(file: &File, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    file.read_exact_at(buf, offset)
+}
+
+#[cfg(not(unix))]
+fn read_at(file: &File, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+    use std::io::{Seek, SeekFrom};
+    let mut f = file.try_clone()?;
+    f.seek(SeekFrom::Start(offset))?;
+    f.read_exact(buf)
+}
+
+/// One batch of normalised crops. `[N, 3, crop, crop]` values, row-major.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// The cache rows in this batch.
+    pub rows: Vec<usize>,
+    /// `N · 3 · crop · crop` values in [−1, 1].
+    pub pixels: Vec<f32>,
+}
+
+/// How the loader crops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Crop {
+    /// Uniform top-left offset in `{0, …, side − crop}` per axis (training).
+    Random,
+    /// The centre (evaluation).
+    Centre,
+}
+
+/// Batches of `rows` (in the given order, e.g. a shuffled epoch), cropped and normalised on
+/// rayon's threads, with up to `prefetch` batches prepared ahead on a background thread.
+pub fn batches(
+    cache: std::sync::Arc<ImageCache>,
+    rows: Vec<usize>,
+    batch: usize,
+    crop_size: usize,
+    mode: Crop,
+    seed: u32,
+    prefetch: usize,
+) -> mpsc::Receiver<Result<Batch, DataError>> {
+    let (tx, rx) = mpsc::sync_channel(prefetch.max(1));
+    std::thread::spawn(move || {
+        let mut rng = LegacyRng::new(seed);
+        for chunk in rows.chunks(batch) {
+            let span = (cache.side - crop_size) as u64;
+            let offsets: Vec<(usize, usize)> = chunk
+                .iter()
+                .map(|_| match mode {
+                    Crop::Random => (rng.interval(span) as usize, rng.interval(span) as usize),
+                    Crop::Centre => ((span / 2) as usize, (span / 2) as usize),
+                })
+                .collect();
+            let items: Result<Vec<Vec<f32>>, DataError> = chunk
+                .par_iter()
+                .zip(&offsets)
+                .map(|(&row, &(top, left))| cache.get(row).map(|img| normalise(&crop(&img, top, left, crop_size))))
+                .collect();
+            let message = items.map(|items| Batch { rows: chunk.to_vec(), pixels: items.concat() });
+            if tx.send(message).is_err() {
+                return; // the consumer stopped
+            }
+        }
+    });
+    rx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::synth;
+    use std::sync::Arc;
+
+    #[test]
+    fn cache_round_trip_skips_and_loader() {
+        let dir = std::env::temp_dir().join(format!("mgca-cache-{}", std::process::id()));
+        synth::chexpert(&dir.join("chexpert"), synth::Scale::Tiny, 3).unwrap();
+        // A split CSV with a missing image in it.
+        let text = std::fs::read_to_string(dir.join("chexpert/train.csv")).unwrap();
+        let mut split = String::from("path\n");
+        for line in text.lines().skip(1).take(20) {
+            split.push_str(line.split(',').next().unwrap().split_once('/').unwrap().1);
+            split.push('\n');
+        }
+        split.push_str("train/missing.jpg\n");
+        std::fs::write(dir.join("split.csv"), &split).unwrap();
+        let out = dir.join("train.cache");
+        let err = build(&dir.join("split.csv"), &dir.join("chexpert"), &out, 256, OnBad::Fail).unwrap_err();
+        assert!(err.to_string().contains("split.csv line 22") && err.to_string().contains("missing.jpg"), "{err}");
+        assert!(!out.exists(), "no half-written cache");
+        let report = build(&dir.join("split.csv"), &dir.join("chexpert"), &out, 256, OnBad::Skip).unwrap();
+        assert_eq!((report.rows, report.skipped.len()), (21, 1));
+        let cache = Arc::new(ImageCache::open(&out).unwrap());
+        assert_eq!((cache.len, cache.side, cache.skipped.clone()), (21, 256, vec![20]));
+        // A record is exactly resize_img(256) of the decoded JPEG.
+        let first = split.lines().nth(1).unwrap();
+        let direct = load_resized(&dir.join("chexpert").join(first), 256).unwrap();
+        assert_eq!(cache.get(0).unwrap(), direct);
+        // The loader: every usable row once, crops inside, normalised values.
+        let rows = cache.usable_rows();
+        let got: Vec<Batch> =
+            batches(cache.clone(), rows.clone(), 8, 224, Crop::Random, 1, 2).into_iter().map(Result::unwrap).collect();
+        assert_eq!(got.iter().map(|b| b.rows.len()).collect::<Vec<_>>(), vec![8, 8, 4]);
+        assert_eq!(got.iter().flat_map(|b| b.rows.clone()).collect::<Vec<_>>(), rows);
+        assert!(got[0].pixels.iter().all(|v| (-1.0..=1.0).contains(v)) && got[0].pixels.len() == 8 * 3 * 224 * 224);
+        let centre: Vec<Batch> =
+            batches(cache.clone(), vec![0], 1, 224, Crop::Centre, 0, 1).into_iter().map(Result::unwrap).collect();
+        assert_eq!(centre[0].pixels, normalise(&crop(&direct, 16, 16, 224)));
+        // A truncated cache is refused.
+        let bytes = std::fs::read(&out).unwrap();
+        std::fs::write(&out, &bytes[..bytes.len() - 10]).unwrap();
+        assert!(ImageCache::open(&out).unwrap_err().to_string().contains("truncated"));
+        std::fs::remove_dir_all(dir).ok();
+    }
+}
