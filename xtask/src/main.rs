@@ -49,6 +49,9 @@ enum Task {
 enum BenchKind {
     /// The MGCA objective, forward and backward (`benches/losses.rs`).
     Losses,
+    /// The image pipeline per core: JPEG decode + resize + pad + crop, and reading from the
+    /// cache (`benches/data.rs`, beside OpenCV + NumPy).
+    Data,
     /// ViT-B/16, the 6-layer BERT and ResNet-50 at batch 8, forward and forward + backward
     /// (`benches/encoders.rs`, beside timm / transformers / torchvision).
     Encoders,
@@ -63,6 +66,7 @@ fn main() -> ExitCode {
         Task::Book { serve } => book::build(&root(), serve),
         Task::Bench { which: BenchKind::Losses, python, threads } => bench_losses(python, threads),
         Task::Bench { which: BenchKind::Encoders, python, threads } => bench_encoders(python, threads),
+        Task::Bench { which: BenchKind::Data, python, .. } => bench_data(python),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -211,6 +215,30 @@ fn bench_encoders(python: Option<PathBuf>, threads: usize) -> Result {
         }
     }
     println!("(PyTorch {torch_version} with timm, transformers, torchvision on CPU)");
+    Ok(())
+}
+
+fn bench_data(python: Option<PathBuf>) -> Result {
+    let mut bench = cargo();
+    bench.args(["bench", "-p", "mgca", "--bench", "data"]);
+    run(bench, "criterion: data (Rust, one core)")?;
+    let dir = std::env::temp_dir().join("mgca-bench-data");
+    let lines = pytorch_lines(python, "benches/data_python.py", &[dir.display().to_string()])?;
+    println!("\nimage pipeline, one core, images per second:");
+    println!("{:<36} {:>10} {:>10} {:>12}", "case", "rust", "python", "rust/python");
+    for (group, function, case) in [
+        ("data", "jpeg_pipeline", "chexpert_390x320"),
+        ("data", "jpeg_pipeline", "mimic_3056x2544"),
+        ("data", "cache_read", "crop_normalise"),
+    ] {
+        let rust = 1e3 / criterion_ms(group, function, case)?;
+        let key = format!("{function}/{case}");
+        let line =
+            lines.iter().find(|v| v["case"] == key.as_str()).ok_or_else(|| format!("no Python line for {key}"))?;
+        let py = line["images_per_s"].as_f64().ok_or("no images_per_s")?;
+        println!("{key:<36} {rust:>10.0} {py:>10.0} {:>12.2}", rust / py);
+    }
+    println!("(targets: cache >= 1,500 images/s per core; JPEG path at least as fast as OpenCV)");
     Ok(())
 }
 
