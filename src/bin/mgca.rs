@@ -109,7 +109,7 @@ enum Data {
     },
     /// Write miniature synthetic copies of the datasets in their published layouts.
     Synth {
-        /// Where to write (`OUT/rsna`, `OUT/siim`, `OUT/chexpert`).
+        /// Where to write (`OUT/rsna`, `OUT/siim`, `OUT/chexpert`, `OUT/covidx`).
         #[arg(long)]
         out: PathBuf,
         /// `tiny` (seconds) or `small`.
@@ -289,7 +289,10 @@ fn main() -> ExitCode {
         Command::Data(Data::Synth { out, scale, seed }) => bad_input(
             mgca::data::synth::write_all(&out, scale, seed)
                 .map(|()| {
-                    println!("wrote synthetic RSNA, SIIM and CheXpert ({scale:?}, seed {seed}) under {}", out.display())
+                    println!(
+                        "wrote synthetic RSNA, SIIM, CheXpert and COVIDx ({scale:?}, seed {seed}) under {}",
+                        out.display()
+                    )
                 })
                 .map_err(|e| e.to_string()),
         ),

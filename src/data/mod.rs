@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 pub mod cache;
 pub mod chexpert;
+pub mod covidx;
 pub mod image;
 pub mod prepare;
 pub mod resize;

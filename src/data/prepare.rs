@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::sampling::{global_choice_second_draw, pandas_sample};
-use super::{DataError, chexpert, rsna, siim};
+use super::{DataError, chexpert, covidx, rsna, siim};
 
 /// The datasets the reference uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -258,6 +258,52 @@ pub fn prepare(options: &PrepareOptions) -> Result<Prepared, DataError> {
             };
             (tables, leaks)
         }
+        Dataset::Covidx => {
+            if options.task != Task::Classification {
+                return Err(DataError::file(&options.root, "COVIDx has a classification task only"));
+            }
+            let train_list = covidx::read_list(&source("train_COVIDx9A.txt")?)?;
+            let test_list = covidx::read_list(&source("test_COVIDx9A.txt")?)?;
+            let (train, valid) = covidx::split(train_list.len());
+            let header = ["path", "filename", "class", "labels"].map(String::from).to_vec();
+            let table = |entries: &[covidx::Entry], folder: &str, positions: &[usize]| Table {
+                header: header.clone(),
+                rows: positions
+                    .iter()
+                    .map(|&i| {
+                        let e = &entries[i];
+                        vec![
+                            format!("{folder}/{}", e.filename),
+                            e.filename.clone(),
+                            e.class.clone(),
+                            e.label().to_string(),
+                        ]
+                    })
+                    .collect(),
+                class_column: Some(3),
+            };
+            let train_table = table(&train_list, "train", &train);
+            let subset = |frac: f64| Table {
+                rows: pandas_sample(train_table.rows.len(), frac, 42)
+                    .into_iter()
+                    .map(|i| train_table.rows[i].clone())
+                    .collect(),
+                ..train_table.clone()
+            };
+            sampling.insert(
+                "split".into(),
+                "train_test_split(train_size=0.8, random_state=0) of train_COVIDx9A.txt: first part train, second valid; test = test_COVIDx9A.txt".into(),
+            );
+            sampling.insert("subsets".into(), "pandas sample(frac=p, random_state=42) of train.csv".into());
+            let tables = vec![
+                ("train.csv", train_table.clone()),
+                ("valid.csv", table(&train_list, "train", &valid)),
+                ("test.csv", table(&test_list, "test", &(0..test_list.len()).collect::<Vec<_>>())),
+                ("train_1pct.csv", subset(0.01)),
+                ("train_10pct.csv", subset(0.1)),
+            ];
+            (tables, "none known for COVIDx (the split is over images, not patients, as in the reference)".to_string())
+        }
         Dataset::Siim => {
             if options.task != Task::Segmentation {
                 return Err(DataError::file(&options.root, "SIIM has a segmentation task only"));
@@ -320,7 +366,9 @@ pub fn prepare(options: &PrepareOptions) -> Result<Prepared, DataError> {
         other => {
             return Err(DataError::file(
                 &options.root,
-                format!("preparing {other:?} is not implemented yet (RSNA, SIIM and CheXpert are; the others follow)"),
+                format!(
+                    "preparing {other:?} is not implemented yet (RSNA, SIIM, CheXpert and COVIDx are; MIMIC-CXR and Object-CXR follow)"
+                ),
             ));
         }
     };

@@ -10,7 +10,8 @@
 //!
 //! Written so far: RSNA (`stage_2_train_labels.csv`, `stage_2_train_images/*.dcm`), SIIM
 //! (`train-rle.csv`, `dicom-images-train/<study>/<series>/<uid>.dcm`), CheXpert (`train.csv`,
-//! `valid.csv`, `train/…/view1_frontal.jpg`).
+//! `valid.csv`, `train/…/view1_frontal.jpg`), COVIDx (`train_COVIDx9A.txt`,
+//! `test_COVIDx9A.txt`, `train/`, `test/`).
 //!
 //! Spec: `data.md` §3.1, §4.1, §6.1 (layouts), §6.3 (RLE convention).
 //!
@@ -166,6 +167,7 @@ pub fn write_all(out: &Path, scale: Scale, seed: u32) -> Result<(), DataError> {
     rsna(&out.join("rsna"), scale, seed)?;
     siim(&out.join("siim"), scale, seed.wrapping_add(1))?;
     chexpert(&out.join("chexpert"), scale, seed.wrapping_add(2))?;
+    covidx(&out.join("covidx"), scale, seed.wrapping_add(3))?;
     Ok(())
 }
 
@@ -329,6 +331,53 @@ pub fn chexpert(root: &Path, scale: Scale, seed: u32) -> Result<(), DataError> {
     Ok(())
 }
 
+/// COVIDx: `train_COVIDx9A.txt` and `test_COVIDx9A.txt` (`patient filename class source`),
+/// PNG and JPEG images of varying sizes; pneumonia is patchy opacity in one lung, COVID-19
+/// bilateral peripheral haze in the lower zones.
+pub fn covidx(root: &Path, scale: Scale, seed: u32) -> Result<(), DataError> {
+    let mut rng = Rng(LegacyRng::new(seed));
+    for (split, count) in [("train", scale.count(90)), ("test", scale.count(30))] {
+        let mut list = String::new();
+        for i in 0..count {
+            let (h, w) = (scale.side(), (scale.side() as f64 * rng.range(0.85, 1.15)) as usize);
+            let mut c = Canvas::chest(h, w, &mut rng);
+            let (hf, wf) = (h as f64, w as f64);
+            let class = match rng.below(3) {
+                0 => "normal",
+                1 => {
+                    let x = if rng.chance(0.5) { 0.32 } else { 0.68 };
+                    for k in 0..3 {
+                        c.blob((0.35 + 0.1 * k as f64) * hf, x * wf, 0.05 * hf, 0.05 * wf, 90.0);
+                    }
+                    "pneumonia"
+                }
+                _ => {
+                    for x in [0.22, 0.78] {
+                        c.blob(0.62 * hf, x * wf, 0.1 * hf, 0.05 * wf, 70.0);
+                    }
+                    "COVID-19"
+                }
+            };
+            let ext = if i % 3 == 0 { "jpg" } else { "png" };
+            let filename = format!("{split}-{i:04}.{ext}");
+            let path = root.join(split).join(&filename);
+            std::fs::create_dir_all(path.parent().unwrap()).map_err(|e| io(&path, e))?;
+            let img = c.gray();
+            if ext == "jpg" {
+                write_jpeg(&path, &img)?;
+            } else {
+                image::GrayImage::from_raw(img.width as u32, img.height as u32, img.pixels)
+                    .expect("size matches")
+                    .save_with_format(&path, image::ImageFormat::Png)
+                    .map_err(|e| io(&path, e))?;
+            }
+            writeln!(list, "{} {filename} {class} synthetic", 1000 + i).unwrap();
+        }
+        write(&root.join(format!("{split}_COVIDx9A.txt")), &list)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -355,6 +404,7 @@ mod tests {
             (Dataset::Rsna, Task::Detection, "rsna"),
             (Dataset::Siim, Task::Segmentation, "siim"),
             (Dataset::Chexpert, Task::Classification, "chexpert"),
+            (Dataset::Covidx, Task::Classification, "covidx"),
         ] {
             let options = PrepareOptions {
                 dataset,
