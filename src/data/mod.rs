@@ -11,6 +11,7 @@ pub mod cache;
 pub mod chexpert;
 pub mod covidx;
 pub mod image;
+pub mod mimic;
 pub mod prepare;
 pub mod resize;
 pub mod rle;
