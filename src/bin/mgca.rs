@@ -109,7 +109,7 @@ enum Data {
     },
     /// Write miniature synthetic copies of the datasets in their published layouts.
     Synth {
-        /// Where to write (`OUT/rsna`, `OUT/siim`, `OUT/chexpert`, `OUT/covidx`).
+        /// Where to write (`OUT/mimic`, `OUT/rsna`, `OUT/siim`, `OUT/chexpert`, `OUT/covidx`).
         #[arg(long)]
         out: PathBuf,
         /// `tiny` (seconds) or `small`.
@@ -290,7 +290,7 @@ fn main() -> ExitCode {
             mgca::data::synth::write_all(&out, scale, seed)
                 .map(|()| {
                     println!(
-                        "wrote synthetic RSNA, SIIM, CheXpert and COVIDx ({scale:?}, seed {seed}) under {}",
+                        "wrote synthetic MIMIC-CXR, RSNA, SIIM, CheXpert and COVIDx ({scale:?}, seed {seed}) under {}",
                         out.display()
                     )
                 })

@@ -15,7 +15,10 @@
 //! **Deviation:** report files are visited in sorted order (the reference uses directory-listing
 //! order, which only changes the row order of `mimic_cxr_sectioned.csv`).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use super::DataError;
 
 /// The 54 studies with hand-curated sections, which the reference leaves out of
 /// `mimic_cxr_sectioned.csv` (data.md §2.2.1).
@@ -298,6 +301,125 @@ pub fn excluded(study: &str) -> bool {
         static SET: HashSet<&'static str> = EXCLUDED_STUDIES.iter().copied().collect();
     }
     SET.with(|s| s.contains(study))
+}
+
+/// One image of the reference's `master.csv` (frontal, with a report that has an impression or
+/// findings), with its caption if the caption filter keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Image {
+    /// `files/p<2>/p<subject>/s<study>/<dicom_id>.jpg`, relative to the `2.0.0` folder.
+    pub path: String,
+    pub dicom_id: String,
+    pub subject_id: String,
+    pub study_id: String,
+    pub view: String,
+    /// `train` or `valid` (the official *validate* and *test* splits together).
+    pub split: String,
+    /// The cleaned sentences and their token count; `None` when the study has fewer than 3
+    /// tokens (the dataset drops such images).
+    pub caption: Option<(Vec<String>, usize)>,
+}
+
+fn read_csv(path: &Path, columns: &[&str]) -> Result<Vec<(usize, Vec<String>)>, DataError> {
+    if !path.is_file() && path.with_extension("csv.gz").is_file() {
+        return Err(DataError::file(path, "missing; PhysioNet ships it gzipped: run `gunzip -k` on the .csv.gz first"));
+    }
+    let mut reader = csv::Reader::from_path(path).map_err(|e| DataError::file(path, e.to_string()))?;
+    let headers = reader.headers().map_err(|e| DataError::file(path, e.to_string()))?.clone();
+    let idx = columns
+        .iter()
+        .map(|c| headers.iter().position(|h| h == *c).ok_or_else(|| DataError::file(path, format!("no column `{c}`"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut rows = Vec::new();
+    for (i, record) in reader.records().enumerate() {
+        let record = record.map_err(|e| DataError::row(path, i + 2, e.to_string()))?;
+        rows.push((i + 2, idx.iter().map(|&k| record.get(k).unwrap_or("").to_string()).collect()));
+    }
+    Ok(rows)
+}
+
+/// The sectioned reports: study id (`s…`) → (impression, findings), for every report under
+/// `files/p??/p*/s*.txt` except the hand-curated exclusions.
+pub fn read_reports(root: &Path) -> Result<HashMap<String, [Option<String>; 4]>, DataError> {
+    let files = root.join("files");
+    let mut reports = HashMap::new();
+    let list = |dir: &Path| -> Result<Vec<std::path::PathBuf>, DataError> {
+        let mut v: Vec<_> = std::fs::read_dir(dir)
+            .map_err(|e| DataError::file(dir, e.to_string()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        v.sort();
+        Ok(v)
+    };
+    for group in list(&files)? {
+        let name = group.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if !(group.is_dir() && name.starts_with('p') && name.len() == 3) {
+            continue;
+        }
+        for patient in list(&group)? {
+            if !patient.is_dir() || !patient.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('p')) {
+                continue;
+            }
+            for report in list(&patient)? {
+                let file = report.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                let Some(study) = file.strip_suffix(".txt").filter(|s| s.starts_with('s')) else { continue };
+                if excluded(study) {
+                    continue;
+                }
+                let bytes = std::fs::read(&report).map_err(|e| DataError::file(&report, e.to_string()))?;
+                let text = String::from_utf8_lossy(&bytes);
+                reports.insert(study.to_string(), sectioned_row(&text));
+            }
+        }
+    }
+    Ok(reports)
+}
+
+/// The reference's image table for pretraining (`master.csv` restricted to train and valid,
+/// frontal views), in metadata order, with captions.
+pub fn read_images(root: &Path) -> Result<Vec<Image>, DataError> {
+    let reports = read_reports(root)?;
+    let meta =
+        read_csv(&root.join("mimic-cxr-2.0.0-metadata.csv"), &["dicom_id", "subject_id", "study_id", "ViewPosition"])?;
+    let split_rows =
+        read_csv(&root.join("mimic-cxr-2.0.0-split.csv"), &["dicom_id", "study_id", "subject_id", "split"])?;
+    let mut split: HashMap<(String, String, String), String> = HashMap::new();
+    for (line, r) in split_rows {
+        let s = match r[3].as_str() {
+            "train" => "train",
+            "validate" | "test" => "valid",
+            other => {
+                return Err(DataError::row(&root.join("mimic-cxr-2.0.0-split.csv"), line, format!("split {other:?}")));
+            }
+        };
+        split.insert((r[0].clone(), r[2].clone(), format!("s{}", r[1])), s.to_string());
+    }
+    let mut images = Vec::new();
+    for (_, r) in meta {
+        let (dicom_id, subject_id, study_id, view) = (&r[0], &r[1], format!("s{}", r[2]), &r[3]);
+        if view != "PA" && view != "AP" {
+            continue;
+        }
+        let Some(row) = reports.get(&study_id) else { continue };
+        let (impression, findings) = (&row[0], &row[1]);
+        if impression.is_none() && findings.is_none() {
+            continue;
+        }
+        let Some(s) = split.get(&(dicom_id.clone(), subject_id.clone(), study_id.clone())) else { continue };
+        let prefix: String = subject_id.chars().take(2).collect();
+        let path = format!("files/p{prefix}/p{subject_id}/{study_id}/{dicom_id}.jpg");
+        let caption = caption(impression.as_deref().unwrap_or(" "), findings.as_deref().unwrap_or(" "));
+        images.push(Image {
+            path,
+            dicom_id: dicom_id.clone(),
+            subject_id: subject_id.clone(),
+            study_id,
+            view: view.clone(),
+            split: s.clone(),
+            caption,
+        });
+    }
+    Ok(images)
 }
 
 #[cfg(test)]

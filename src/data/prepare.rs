@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::sampling::{global_choice_second_draw, pandas_sample};
-use super::{DataError, chexpert, covidx, rsna, siim};
+use super::{DataError, chexpert, covidx, mimic, rsna, siim};
 
 /// The datasets the reference uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -258,6 +258,62 @@ pub fn prepare(options: &PrepareOptions) -> Result<Prepared, DataError> {
             };
             (tables, leaks)
         }
+        Dataset::Mimic => {
+            if options.task != Task::Pretraining {
+                return Err(DataError::file(&options.root, "MIMIC-CXR is used for pretraining only"));
+            }
+            source("mimic-cxr-2.0.0-metadata.csv")?;
+            source("mimic-cxr-2.0.0-split.csv")?;
+            let images = mimic::read_images(&options.root)?;
+            let header = ["path", "dicom_id", "subject_id", "study_id", "ViewPosition", "caption", "tokens"]
+                .map(String::from)
+                .to_vec();
+            let row = |im: &mimic::Image| -> Option<Vec<String>> {
+                let (sentences, tokens) = im.caption.as_ref()?;
+                Some(vec![
+                    im.path.clone(),
+                    im.dicom_id.clone(),
+                    im.subject_id.clone(),
+                    im.study_id.clone(),
+                    im.view.clone(),
+                    sentences.join(" "),
+                    tokens.to_string(),
+                ])
+            };
+            let of = |split: &str| images.iter().filter(|im| im.split == split).collect::<Vec<_>>();
+            let (train, valid) = (of("train"), of("valid"));
+            let table = |rows: &[&mimic::Image]| Table {
+                header: header.clone(),
+                rows: rows.iter().filter_map(|im| row(im)).collect(),
+                class_column: None,
+            };
+            // The reference samples the split's rows, then keeps those with a caption.
+            let subset = |frac: f64| {
+                let picked: Vec<&mimic::Image> =
+                    pandas_sample(train.len(), frac, 42).into_iter().map(|i| train[i]).collect();
+                table(&picked)
+            };
+            sampling.insert(
+                "split".into(),
+                "the official split, validate and test merged into valid; frontal (PA/AP) images whose report has an impression or findings and whose caption has at least 3 tokens".into(),
+            );
+            sampling.insert(
+                "subsets".into(),
+                "pandas sample(frac=p, random_state=42) of the training images, then the caption filter".into(),
+            );
+            let tables = vec![
+                ("train.csv", table(&train)),
+                ("valid.csv", table(&valid)),
+                ("test.csv", table(&[])),
+                ("train_1pct.csv", subset(0.01)),
+                ("train_10pct.csv", subset(0.1)),
+            ];
+            (
+                tables,
+                "none: there is no MIMIC test set (the official test split is part of valid, as in the reference)"
+                    .to_string(),
+            )
+        }
         Dataset::Covidx => {
             if options.task != Task::Classification {
                 return Err(DataError::file(&options.root, "COVIDx has a classification task only"));
@@ -366,9 +422,7 @@ pub fn prepare(options: &PrepareOptions) -> Result<Prepared, DataError> {
         other => {
             return Err(DataError::file(
                 &options.root,
-                format!(
-                    "preparing {other:?} is not implemented yet (RSNA, SIIM, CheXpert and COVIDx are; MIMIC-CXR and Object-CXR follow)"
-                ),
+                format!("preparing {other:?} is not implemented yet (Object-CXR follows; the other five are)"),
             ));
         }
     };

@@ -11,7 +11,8 @@
 //! Written so far: RSNA (`stage_2_train_labels.csv`, `stage_2_train_images/*.dcm`), SIIM
 //! (`train-rle.csv`, `dicom-images-train/<study>/<series>/<uid>.dcm`), CheXpert (`train.csv`,
 //! `valid.csv`, `train/…/view1_frontal.jpg`), COVIDx (`train_COVIDx9A.txt`,
-//! `test_COVIDx9A.txt`, `train/`, `test/`).
+//! `test_COVIDx9A.txt`, `train/`, `test/`), MIMIC-CXR-JPG (`files/` tree with reports,
+//! metadata, split and label CSVs).
 //!
 //! Spec: `data.md` §3.1, §4.1, §6.1 (layouts), §6.3 (RLE convention).
 //!
@@ -168,6 +169,7 @@ pub fn write_all(out: &Path, scale: Scale, seed: u32) -> Result<(), DataError> {
     siim(&out.join("siim"), scale, seed.wrapping_add(1))?;
     chexpert(&out.join("chexpert"), scale, seed.wrapping_add(2))?;
     covidx(&out.join("covidx"), scale, seed.wrapping_add(3))?;
+    mimic(&out.join("mimic"), scale, seed.wrapping_add(4))?;
     Ok(())
 }
 
@@ -331,6 +333,118 @@ pub fn chexpert(root: &Path, scale: Scale, seed: u32) -> Result<(), DataError> {
     Ok(())
 }
 
+/// MIMIC-CXR-JPG 2.0.0 (the `2.0.0` folder): `files/pXX/p<subject>/s<study>/<dicom>.jpg`, the
+/// free-text reports `files/pXX/p<subject>/s<study>.txt` with their section headers, and the
+/// metadata, split and CheXpert-label CSVs. Each finding is drawn on the frontal images and
+/// named in the report's findings and impression; some studies also have a lateral image, some
+/// reports lack both main sections (the reference drops them).
+pub fn mimic(root: &Path, scale: Scale, seed: u32) -> Result<(), DataError> {
+    let mut rng = Rng(LegacyRng::new(seed));
+    let mut meta =
+        String::from("dicom_id,subject_id,study_id,PerformedProcedureStepDescription,ViewPosition,Rows,Columns\n");
+    let mut split = String::from("dicom_id,study_id,subject_id,split\n");
+    let mut labels = String::from(
+        "subject_id,study_id,Atelectasis,Cardiomegaly,Consolidation,Edema,Enlarged Cardiomediastinum,Fracture,Lung Lesion,Lung Opacity,No Finding,Pleural Effusion,Pleural Other,Pneumonia,Pneumothorax,Support Devices\n",
+    );
+    let findings: [(&str, &str, &str); 4] = [
+        (
+            "consolidation",
+            "There is a focal consolidation in the right lower lobe.",
+            "Right lower lobe consolidation concerning for pneumonia.",
+        ),
+        ("effusion", "A small left pleural effusion is seen at the base.", "Small left pleural effusion."),
+        ("cardiomegaly", "The heart is enlarged.", "Cardiomegaly."),
+        ("pneumothorax", "There is a small left apical pneumothorax.", "Small left apical pneumothorax."),
+    ];
+    for k in 0..scale.count(40) {
+        let subject = 10_000_000 + k / 2;
+        let study = 50_000_000 + k * 13;
+        let present: Vec<bool> = (0..4).map(|_| rng.chance(0.3)).collect();
+        let which = match rng.below(20) {
+            0 => "test",
+            1 | 2 => "validate",
+            _ => "train",
+        };
+        let mut body = String::new();
+        let mut impression = String::new();
+        for (f, on) in findings.iter().zip(&present) {
+            if *on {
+                body.push_str(f.1);
+                body.push_str("  ");
+                impression.push_str(f.2);
+                impression.push(' ');
+            }
+        }
+        if body.is_empty() {
+            body =
+                "The lungs are clear.  There is no pleural effusion or pneumothorax.  The heart size is normal.".into();
+            impression = "No acute cardiopulmonary process.".into();
+        }
+        let report = if k % 17 == 16 {
+            // A report without findings or impression: dropped by the reference.
+            "                                 FINAL REPORT\n EXAMINATION:  CHEST (PORTABLE AP)\n \n INDICATION:  ___ with fever.\n".to_string()
+        } else {
+            format!(
+                "                                 FINAL REPORT\n EXAMINATION:  CHEST (PA AND LAT)\n \n INDICATION:  ___ with cough.\n \n COMPARISON:  None.\n \n FINDINGS: \n \n {body}\n \n IMPRESSION: \n \n {impression}\n"
+            )
+        };
+        let dir = root.join(format!("files/p{}/p{subject}", subject / 1_000_000));
+        write(&dir.join(format!("s{study}.txt")), &report)?;
+        let views: &[&str] = if k % 3 == 0 {
+            &["PA", "LATERAL"]
+        } else if k % 2 == 0 {
+            &["AP"]
+        } else {
+            &["PA"]
+        };
+        for (v, view) in views.iter().enumerate() {
+            let dicom = format!("{:08x}-{:08x}-{:08x}-{:08x}-{:08x}", rng.0.next_u32(), study, subject, k, v);
+            let (h, w) = ((scale.side() as f64 * rng.range(1.0, 1.2)) as usize, scale.side());
+            let mut c = Canvas::chest(h, w, &mut rng);
+            let (hf, wf) = (h as f64, w as f64);
+            if *view != "LATERAL" {
+                if present[0] {
+                    c.blob(0.62 * hf, 0.3 * wf, 0.07 * hf, 0.08 * wf, 110.0);
+                }
+                if present[1] {
+                    c.rect((0.7 * hf) as usize, (0.78 * hf) as usize, (0.55 * wf) as usize, (0.84 * wf) as usize, 95.0);
+                }
+                if present[2] {
+                    c.blob(0.6 * hf, 0.52 * wf, 0.16 * hf, 0.21 * wf, 60.0);
+                }
+                if present[3] {
+                    c.rect(
+                        (0.25 * hf) as usize,
+                        (0.33 * hf) as usize,
+                        (0.6 * wf) as usize,
+                        (0.76 * wf) as usize,
+                        -45.0,
+                    );
+                }
+            }
+            write_jpeg(&dir.join(format!("s{study}/{dicom}.jpg")), &c.gray())?;
+            writeln!(meta, "{dicom},{subject},{study},CHEST (PA AND LAT),{view},{h},{w}").unwrap();
+            writeln!(split, "{dicom},{study},{subject},{which}").unwrap();
+        }
+        let flag = |on: bool| if on { "1.0" } else { "" };
+        let none = !present.iter().any(|&p| p);
+        writeln!(
+            labels,
+            "{subject},{study},,{},{},,,,,,{},{},,{},{},",
+            flag(present[2]),
+            flag(present[0]),
+            if none { "1.0" } else { "" },
+            flag(present[1]),
+            flag(present[0]),
+            flag(present[3])
+        )
+        .unwrap();
+    }
+    write(&root.join("mimic-cxr-2.0.0-metadata.csv"), &meta)?;
+    write(&root.join("mimic-cxr-2.0.0-split.csv"), &split)?;
+    write(&root.join("mimic-cxr-2.0.0-chexpert.csv"), &labels)
+}
+
 /// COVIDx: `train_COVIDx9A.txt` and `test_COVIDx9A.txt` (`patient filename class source`),
 /// PNG and JPEG images of varying sizes; pneumonia is patchy opacity in one lung, COVID-19
 /// bilateral peripheral haze in the lower zones.
@@ -405,6 +519,7 @@ mod tests {
             (Dataset::Siim, Task::Segmentation, "siim"),
             (Dataset::Chexpert, Task::Classification, "chexpert"),
             (Dataset::Covidx, Task::Classification, "covidx"),
+            (Dataset::Mimic, Task::Pretraining, "mimic"),
         ] {
             let options = PrepareOptions {
                 dataset,
@@ -415,8 +530,19 @@ mod tests {
                 check_images: true,
             };
             let prepared = prepare(&options).unwrap_or_else(|e| panic!("{sub}: {e}"));
-            for name in ["train.csv", "valid.csv", "test.csv"] {
-                assert!(prepared.manifest.counts[name]["rows"] > 0, "{sub} {task:?} {name} is empty");
+            let parts: &[&str] = if dataset == Dataset::Mimic {
+                &["train.csv", "valid.csv"]
+            } else {
+                &["train.csv", "valid.csv", "test.csv"]
+            };
+            for name in parts {
+                assert!(prepared.manifest.counts[*name]["rows"] > 0, "{sub} {task:?} {name} is empty");
+            }
+            if dataset == Dataset::Mimic {
+                // Captions carry the findings; reports without findings/impression are dropped.
+                let train = &prepared.tables[0].1;
+                assert!(train.rows.iter().any(|r| r[5].contains("pleural effusion")), "{:?}", train.rows[0]);
+                assert!(train.rows.iter().all(|r| r[4] == "PA" || r[4] == "AP"));
             }
         }
         // RSNA: the boxed region is brighter than the same region of negatives.
