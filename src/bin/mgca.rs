@@ -91,6 +91,9 @@ enum Data {
         /// Do not check that the images exist (label files only, e.g. before downloading images).
         #[arg(long)]
         skip_image_check: bool,
+        /// Object-CXR: the polygon-box table computed with Shapely (golden/python/objectcxr/polygon_boxes.py).
+        #[arg(long)]
+        polygon_boxes: Option<PathBuf>,
     },
     /// Decode every image of a split once into a packed 256 × 256 cache the loader reads.
     Cache {
@@ -109,7 +112,7 @@ enum Data {
     },
     /// Write miniature synthetic copies of the datasets in their published layouts.
     Synth {
-        /// Where to write (`OUT/mimic`, `OUT/rsna`, `OUT/siim`, `OUT/chexpert`, `OUT/covidx`).
+        /// Where to write (`OUT/mimic`, `OUT/chexpert`, `OUT/rsna`, `OUT/covidx`, `OUT/siim`, `OUT/object-CXR`).
         #[arg(long)]
         out: PathBuf,
         /// `tiny` (seconds) or `small`.
@@ -266,9 +269,16 @@ fn main() -> ExitCode {
         Command::Parity(Parity::Vit { weights, heads, input, output }) => {
             bad_input(parity_vit(&weights, heads, &input, &output))
         }
-        Command::Data(Data::Prepare { dataset, task, root, out, fix_leaks, on_bad, skip_image_check }) => {
-            let options =
-                prepare::PrepareOptions { dataset, task, root, fix_leaks, on_bad, check_images: !skip_image_check };
+        Command::Data(Data::Prepare { dataset, task, root, out, fix_leaks, on_bad, skip_image_check, polygon_boxes }) => {
+            let options = prepare::PrepareOptions {
+                dataset,
+                task,
+                root,
+                fix_leaks,
+                on_bad,
+                check_images: !skip_image_check,
+                polygon_boxes,
+            };
             bad_input(data_prepare(&options, &out))
         }
         Command::Data(Data::Cache { manifest, root, out, on_bad }) => bad_input(
@@ -290,7 +300,7 @@ fn main() -> ExitCode {
             mgca::data::synth::write_all(&out, scale, seed)
                 .map(|()| {
                     println!(
-                        "wrote synthetic MIMIC-CXR, RSNA, SIIM, CheXpert and COVIDx ({scale:?}, seed {seed}) under {}",
+                        "wrote synthetic MIMIC-CXR, CheXpert, RSNA, COVIDx, SIIM and Object-CXR ({scale:?}, seed {seed}) under {}",
                         out.display()
                     )
                 })

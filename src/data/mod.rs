@@ -12,6 +12,7 @@ pub mod chexpert;
 pub mod covidx;
 pub mod image;
 pub mod mimic;
+pub mod objectcxr;
 pub mod prepare;
 pub mod resize;
 pub mod rle;

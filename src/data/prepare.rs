@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::sampling::{global_choice_second_draw, pandas_sample};
-use super::{DataError, chexpert, covidx, mimic, rsna, siim};
+use super::{DataError, chexpert, covidx, mimic, objectcxr, rsna, siim};
 
 /// The datasets the reference uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -70,6 +70,9 @@ pub struct PrepareOptions {
     /// images are downloaded).
     #[serde(default = "yes")]
     pub check_images: bool,
+    /// Object-CXR only: the Shapely table of polygon boxes (`polygon_boxes.py`).
+    #[serde(default)]
+    pub polygon_boxes: Option<PathBuf>,
 }
 
 fn yes() -> bool {
@@ -314,6 +317,63 @@ pub fn prepare(options: &PrepareOptions) -> Result<Prepared, DataError> {
                     .to_string(),
             )
         }
+        Dataset::ObjectCxr => {
+            if options.task != Task::Detection {
+                return Err(DataError::file(&options.root, "Object-CXR has a detection task only"));
+            }
+            let polygons = match &options.polygon_boxes {
+                // Hashed as a source (an absolute path stays absolute under the root).
+                Some(p) => Some(objectcxr::read_polygon_boxes(&source(&p.to_string_lossy())?)?),
+                None => None,
+            };
+            let train_list = objectcxr::read_list(&source("train.csv")?, polygons.as_ref())?;
+            let dev_list = objectcxr::read_list(&source("dev.csv")?, polygons.as_ref())?;
+            let (train, valid) = objectcxr::split(train_list.len());
+            let header = ["path", "image_name", "Target", "boxes_xywh"].map(String::from).to_vec();
+            let table = |entries: &[objectcxr::Entry], folder: &str, positions: &[usize]| Table {
+                header: header.clone(),
+                rows: positions
+                    .iter()
+                    .map(|&i| {
+                        let e = &entries[i];
+                        let boxes: Vec<String> = e
+                            .boxes
+                            .iter()
+                            .map(|b| format!("[{}]", b.iter().map(|v| format!("{v}")).collect::<Vec<_>>().join(", ")))
+                            .collect();
+                        vec![
+                            format!("{folder}/{}", e.image_name),
+                            e.image_name.clone(),
+                            u8::from(!e.boxes.is_empty()).to_string(),
+                            format!("[{}]", boxes.join(", ")),
+                        ]
+                    })
+                    .collect(),
+                class_column: Some(2),
+            };
+            let subset = |frac: f64| -> Vec<usize> {
+                global_choice_second_draw(train.len(), frac, 42).into_iter().map(|i| train[i]).collect()
+            };
+            sampling.insert(
+                "split".into(),
+                "train_test_split(test_size=0.1, random_state=0) of train.csv: first part train, second valid (images from train/); test = dev.csv (images from dev/)".into(),
+            );
+            sampling.insert(
+                "subsets".into(),
+                "global NumPy choice(n, int(p·n), replace=False) after seed 42, second draw (the training set is built twice)".into(),
+            );
+            if options.polygon_boxes.is_some() {
+                sampling.insert("polygon_boxes".into(), "from the Shapely table given with --polygon-boxes".into());
+            }
+            let tables = vec![
+                ("train.csv", table(&train_list, "train", &train)),
+                ("valid.csv", table(&train_list, "train", &valid)),
+                ("test.csv", table(&dev_list, "dev", &(0..dev_list.len()).collect::<Vec<_>>())),
+                ("train_1pct.csv", table(&train_list, "train", &subset(0.01))),
+                ("train_10pct.csv", table(&train_list, "train", &subset(0.1))),
+            ];
+            (tables, "none known for Object-CXR".to_string())
+        }
         Dataset::Covidx => {
             if options.task != Task::Classification {
                 return Err(DataError::file(&options.root, "COVIDx has a classification task only"));
@@ -418,12 +478,6 @@ pub fn prepare(options: &PrepareOptions) -> Result<Prepared, DataError> {
                     .to_string()
             };
             (tables, leaks)
-        }
-        other => {
-            return Err(DataError::file(
-                &options.root,
-                format!("preparing {other:?} is not implemented yet (Object-CXR follows; the other five are)"),
-            ));
         }
     };
     let (mut tables, leaks) = splits;
@@ -561,6 +615,7 @@ mod tests {
                 fix_leaks: false,
                 on_bad: OnBad::Fail,
                 check_images: false,
+                polygon_boxes: None,
             };
             let prepared = prepare(&options).unwrap();
             for (name, table) in &prepared.tables {
@@ -589,6 +644,7 @@ mod tests {
             fix_leaks: false,
             on_bad: OnBad::Fail,
             check_images: false,
+            polygon_boxes: None,
         };
         let prepared = prepare(&options).unwrap();
         assert_eq!(prepared.tables.len(), 6);
@@ -624,6 +680,7 @@ mod tests {
                 fix_leaks: fix,
                 on_bad: OnBad::Fail,
                 check_images: false,
+                polygon_boxes: None,
             };
             let prepared = prepare(&options).unwrap();
             for (name, table) in &prepared.tables {
@@ -665,6 +722,7 @@ mod tests {
             fix_leaks: false,
             on_bad: OnBad::Fail,
             check_images: true,
+            polygon_boxes: None,
         };
         let err = prepare(&options).unwrap_err().to_string();
         assert!(err.contains("p07.dcm does not exist") && err.contains("line"), "{err}");

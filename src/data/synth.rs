@@ -12,7 +12,7 @@
 //! (`train-rle.csv`, `dicom-images-train/<study>/<series>/<uid>.dcm`), CheXpert (`train.csv`,
 //! `valid.csv`, `train/…/view1_frontal.jpg`), COVIDx (`train_COVIDx9A.txt`,
 //! `test_COVIDx9A.txt`, `train/`, `test/`), MIMIC-CXR-JPG (`files/` tree with reports,
-//! metadata, split and label CSVs).
+//! metadata, split and label CSVs), Object-CXR (`train.csv`, `dev.csv`, `train/`, `dev/`).
 //!
 //! Spec: `data.md` §3.1, §4.1, §6.1 (layouts), §6.3 (RLE convention).
 //!
@@ -170,6 +170,7 @@ pub fn write_all(out: &Path, scale: Scale, seed: u32) -> Result<(), DataError> {
     chexpert(&out.join("chexpert"), scale, seed.wrapping_add(2))?;
     covidx(&out.join("covidx"), scale, seed.wrapping_add(3))?;
     mimic(&out.join("mimic"), scale, seed.wrapping_add(4))?;
+    objectcxr(&out.join("object-CXR"), scale, seed.wrapping_add(5))?;
     Ok(())
 }
 
@@ -445,6 +446,51 @@ pub fn mimic(root: &Path, scale: Scale, seed: u32) -> Result<(), DataError> {
     write(&root.join("mimic-cxr-2.0.0-chexpert.csv"), &labels)
 }
 
+/// Object-CXR: `train.csv` and `dev.csv` (`image_name, annotation`), JPEGs of varying sizes in
+/// `train/` and `dev/`; a foreign object is a very bright rectangle (type 0) or ellipse (type 1)
+/// whose annotation gives its outline as the real files do.
+pub fn objectcxr(root: &Path, scale: Scale, seed: u32) -> Result<(), DataError> {
+    let mut rng = Rng(LegacyRng::new(seed));
+    for (split, count) in [("train", scale.count(60)), ("dev", scale.count(15))] {
+        let mut csv = String::from("image_name,annotation\n");
+        for i in 0..count {
+            let (h, w) = (scale.side(), (scale.side() as f64 * rng.range(0.8, 1.1)) as usize);
+            let mut c = Canvas::chest(h, w, &mut rng);
+            let mut objects = Vec::new();
+            for _ in 0..if rng.chance(0.5) { 1 + rng.below(2) } else { 0 } {
+                let (bw, bh) = (rng.range(0.04, 0.12) * w as f64, rng.range(0.04, 0.12) * h as f64);
+                let (x, y) = (rng.range(0.1, 0.8) * w as f64, rng.range(0.1, 0.8) * h as f64);
+                let (x0, y0, x1, y1) = (x as usize, y as usize, (x + bw) as usize, (y + bh) as usize);
+                if rng.chance(0.5) {
+                    c.rect(y0, y1, x0, x1, 200.0);
+                    objects.push(format!("0 {x0} {y0} {x1} {y1}"));
+                } else {
+                    let (cx, cy, rx, ry) = (
+                        (x0 + x1) as f64 / 2.0,
+                        (y0 + y1) as f64 / 2.0,
+                        (x1 - x0) as f64 / 2.0,
+                        (y1 - y0) as f64 / 2.0,
+                    );
+                    c.blob(cy, cx, ry, rx, 200.0);
+                    // An ellipse is annotated by points on its outline.
+                    let points: Vec<String> = (0..12)
+                        .map(|k| {
+                            let t = k as f64 * std::f64::consts::TAU / 12.0;
+                            format!("{} {}", (cx + rx * t.cos()).round(), (cy + ry * t.sin()).round())
+                        })
+                        .collect();
+                    objects.push(format!("1 {}", points.join(" ")));
+                }
+            }
+            let name = format!("{:05}.jpg", i + if split == "dev" { 8001 } else { 1 });
+            write_jpeg(&root.join(split).join(&name), &c.gray())?;
+            writeln!(csv, "{name},{}", objects.join(";")).unwrap();
+        }
+        write(&root.join(format!("{split}.csv")), &csv)?;
+    }
+    Ok(())
+}
+
 /// COVIDx: `train_COVIDx9A.txt` and `test_COVIDx9A.txt` (`patient filename class source`),
 /// PNG and JPEG images of varying sizes; pneumonia is patchy opacity in one lung, COVID-19
 /// bilateral peripheral haze in the lower zones.
@@ -520,6 +566,7 @@ mod tests {
             (Dataset::Chexpert, Task::Classification, "chexpert"),
             (Dataset::Covidx, Task::Classification, "covidx"),
             (Dataset::Mimic, Task::Pretraining, "mimic"),
+            (Dataset::ObjectCxr, Task::Detection, "object-CXR"),
         ] {
             let options = PrepareOptions {
                 dataset,
@@ -528,6 +575,7 @@ mod tests {
                 fix_leaks: false,
                 on_bad: OnBad::Fail,
                 check_images: true,
+                polygon_boxes: None,
             };
             let prepared = prepare(&options).unwrap_or_else(|e| panic!("{sub}: {e}"));
             let parts: &[&str] = if dataset == Dataset::Mimic {
