@@ -245,6 +245,59 @@ pub fn resize_bilinear(img: &Gray, height: usize, width: usize) -> Gray {
     Gray::new(height, width, out)
 }
 
+/// OpenCV `resize(…, INTER_LINEAR)` of an 8-bit image (the detection path's 224 × 224 resize):
+/// half-pixel centres `f = (d + ½)·src/dst − ½`, clamped at the borders, 11-bit fixed-point
+/// weights, and OpenCV's vector kernel for the vertical pass.
+pub fn resize_linear(img: &Gray, height: usize, width: usize) -> Gray {
+    let one = 2048f32;
+    let taps = |src: usize, dst: usize| -> Vec<(usize, usize, i32, i32)> {
+        let scale = 1.0 / (dst as f64 / src as f64);
+        (0..dst)
+            .map(|d| {
+                let f = ((d as f64 + 0.5) * scale - 0.5) as f32;
+                let mut s = f.floor() as i64;
+                let mut f = f - s as f32;
+                if s < 0 {
+                    s = 0;
+                    f = 0.0;
+                }
+                if s >= src as i64 - 1 {
+                    s = src as i64 - 1;
+                    f = 0.0;
+                }
+                let s1 = (s as usize + 1).min(src - 1);
+                let a = ((1.0 - f) * one).round_ties_even() as i32;
+                let b = (f * one).round_ties_even() as i32;
+                (s as usize, s1, a, b)
+            })
+            .collect()
+    };
+    let xs = taps(img.width, width);
+    // Rows: OpenCV does not clamp the vertical coefficient; it clips the row indices instead.
+    let ys: Vec<(usize, usize, i32, i32)> = (0..height)
+        .map(|d| {
+            let scale = 1.0 / (height as f64 / img.height as f64);
+            let f = ((d as f64 + 0.5) * scale - 0.5) as f32;
+            let s = f.floor() as i64;
+            let f = f - s as f32;
+            let clip = |r: i64| r.clamp(0, img.height as i64 - 1) as usize;
+            (clip(s), clip(s + 1), ((1.0 - f) * one).round_ties_even() as i32, (f * one).round_ties_even() as i32)
+        })
+        .collect();
+    let mut out = vec![0u8; height * width];
+    let row = |y: usize| -> Vec<i32> {
+        xs.iter().map(|&(a, b, wa, wb)| img.at(y, a) as i32 * wa + img.at(y, b) as i32 * wb).collect()
+    };
+    for (dy, &(a, b, wa, wb)) in ys.iter().enumerate() {
+        let (ra, rb) = (row(a), row(b));
+        for dx in 0..width {
+            let v = ((wa * (ra[dx] >> 4)) >> 16) + ((wb * (rb[dx] >> 4)) >> 16);
+            out[dy * width + dx] = ((v + 2) >> 2).clamp(0, 255) as u8;
+        }
+    }
+    Gray::new(height, width, out)
+}
+
 /// `resize_img(size)`: aspect-preserving area resize, then zero padding to `size × size`.
 pub fn resize_and_pad(img: &Gray, size: usize) -> Gray {
     let (h, w) = target_size(img.height, img.width, size);
@@ -321,6 +374,18 @@ mod tests {
             if fnv1a64(&out.pixels) != case["fnv1a64"].as_str().unwrap() {
                 let mean = out.pixels.iter().map(|&v| v as f64).sum::<f64>() / out.pixels.len() as f64;
                 failures.push(format!("{h}x{w}: mean {mean} vs OpenCV {}", case["mean"]));
+            }
+        }
+        assert!(failures.is_empty(), "{failures:?}");
+        let mut failures = Vec::new();
+        for case in expected["linear_224"].as_array().unwrap() {
+            let (h, w) = (case["height"].as_u64().unwrap() as usize, case["width"].as_u64().unwrap() as usize);
+            let out = resize_linear(&formula(h, w), 224, 224);
+            if let Ok(dir) = std::env::var("MGCA_DUMP_DIR") {
+                std::fs::write(format!("{dir}/linear_{h}x{w}.u8"), &out.pixels).unwrap();
+            }
+            if fnv1a64(&out.pixels) != case["fnv1a64"].as_str().unwrap() {
+                failures.push(format!("linear {h}x{w}"));
             }
         }
         assert!(failures.is_empty(), "{failures:?}");

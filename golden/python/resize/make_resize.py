@@ -5,7 +5,8 @@ For each case, a grey uint8 image `x[i, j] = (3 i² + 5 j² + 7 i j + 11 i + 13 
 given size is resized with `cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)` to the size
 `resize_img(256)` computes, then zero-padded to 256 x 256. `expected.json` records each output's
 FNV-1a-64 hash (row-major bytes) and its mean, so the Rust test checks every pixel without a
-copy of the images.
+copy of the images. `linear_224` does the same for the detection path's
+`cv2.resize(img, (224, 224))` (default INTER_LINEAR, aspect not preserved).
 
     python golden/python/resize/make_resize.py [--dump DIR]   # needs numpy, opencv-python-headless
 """
@@ -50,6 +51,9 @@ def resize_img(img: np.ndarray, scale: int) -> np.ndarray:
     return np.pad(resized, [(top, bottom), (left, right)], "constant", constant_values=0)
 
 
+LINEAR_CASES = [(1024, 1024), (390, 320), (3056, 2544), (150, 200), (224, 224)]
+
+
 def fnv1a64(b: bytes) -> str:
     h = 0xCBF29CE484222325
     for x in b:
@@ -68,6 +72,13 @@ def main() -> None:
         if args.dump:
             args.dump.mkdir(parents=True, exist_ok=True)
             np.save(args.dump / f"{h}x{w}.npy", y)
+    # The detection path: cv2.resize(img, (224, 224)) with the default INTER_LINEAR.
+    out["linear_224"] = []
+    for h, w in LINEAR_CASES:
+        y = cv2.resize(formula(h, w), (224, 224))
+        out["linear_224"].append({"height": h, "width": w, "fnv1a64": fnv1a64(y.tobytes()), "mean": float(y.mean())})
+        if args.dump:
+            np.save(args.dump / f"linear_{h}x{w}.npy", y)
     (Path(__file__).parent / "expected.json").write_text(json.dumps(out, indent=1) + "\n")
 
 
