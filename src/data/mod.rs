@@ -20,6 +20,7 @@ pub mod rsna;
 pub mod sampling;
 pub mod siim;
 pub mod synth;
+pub mod targets;
 
 /// A problem with an input file: names the file and, where there is one, the line.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -130,6 +130,67 @@ pub fn resize_area(img: &Gray, height: usize, width: usize) -> Gray {
 
 // ANCHOR_END: area
 
+/// OpenCV `resize(…, INTER_AREA)` of a float image (a segmentation mask), shrinking: the same
+/// tables and accumulation order as [`resize_area`], no rounding (so a binary mask gets
+/// fractional edges, which the reference keeps). Row-major `[height, width]` in and out.
+pub fn resize_area_f32(values: &[f32], h: usize, w: usize, height: usize, width: usize) -> Vec<f32> {
+    assert_eq!(values.len(), h * w, "{h} x {w} values");
+    let scale_x = 1.0 / (width as f64 / w as f64);
+    let scale_y = 1.0 / (height as f64 / h as f64);
+    assert!(scale_x >= 1.0 && scale_y >= 1.0, "masks are only shrunk");
+    let (ix, iy) = (scale_x.round() as usize, scale_y.round() as usize);
+    if (scale_x - ix as f64).abs() < f64::EPSILON && (scale_y - iy as f64).abs() < f64::EPSILON {
+        // The integer-scale path: block sums, four terms at a time, times 1/area.
+        let scale = 1.0f32 / (ix * iy) as f32;
+        let mut out = vec![0f32; height * width];
+        for dy in 0..height {
+            for dx in 0..width {
+                let terms: Vec<f32> = (0..iy)
+                    .flat_map(|y| (0..ix).map(move |x| (dy * iy + y, dx * ix + x)))
+                    .map(|(y, x)| values[y * w + x])
+                    .collect();
+                let mut sum = 0f32;
+                let mut k = 0;
+                while k + 4 <= terms.len() {
+                    sum += terms[k] + terms[k + 1] + terms[k + 2] + terms[k + 3];
+                    k += 4;
+                }
+                for t in &terms[k..] {
+                    sum += t;
+                }
+                out[dy * width + dx] = sum * scale;
+            }
+        }
+        return out;
+    }
+    let xtab = area_table(w, width, scale_x);
+    let ytab = area_table(h, height, scale_y);
+    let mut out = vec![0f32; height * width];
+    let mut buf = vec![0f32; width];
+    let mut sum = vec![0f32; width];
+    let mut prev = ytab.first().map_or(0, |a| a.dest);
+    for a in &ytab {
+        let row = &values[a.source * w..(a.source + 1) * w];
+        buf.iter_mut().for_each(|b| *b = 0.0);
+        for x in &xtab {
+            buf[x.dest] += row[x.source] * x.weight;
+        }
+        if a.dest != prev {
+            for ((o, s), b) in out[prev * width..(prev + 1) * width].iter_mut().zip(sum.iter_mut()).zip(&buf) {
+                *o = *s;
+                *s = a.weight * b;
+            }
+            prev = a.dest;
+        } else {
+            for (s, b) in sum.iter_mut().zip(&buf) {
+                *s += a.weight * b;
+            }
+        }
+    }
+    out[prev * width..(prev + 1) * width].copy_from_slice(&sum);
+    out
+}
+
 /// `buf[y][d] = Σ S[y][s]·α` over the horizontal table, for every source row `y`.
 fn horizontal_pass(img: &Gray, width: usize, xtab: &[Alpha]) -> Vec<f32> {
     let w = img.width;
@@ -389,5 +450,16 @@ mod tests {
             }
         }
         assert!(failures.is_empty(), "{failures:?}");
+        // A two-box binary mask shrunk 1024 → 224 as a float image.
+        let mut mask = vec![0f32; 1024 * 1024];
+        for (y0, y1, x0, x1) in [(200, 531, 264, 477), (152, 605, 562, 818)] {
+            for y in y0..y1 {
+                mask[y * 1024 + x0..y * 1024 + x1].iter_mut().for_each(|v| *v = 1.0);
+            }
+        }
+        let small = resize_area_f32(&mask, 1024, 1024, 224, 224);
+        let bytes: Vec<u8> = small.iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert_eq!(fnv1a64(&bytes), expected["mask_area_224"]["fnv1a64"].as_str().unwrap());
+        assert!(small.iter().any(|&v| v > 0.0 && v < 1.0), "fractional edges");
     }
 }

@@ -79,6 +79,13 @@ def main() -> None:
         out["linear_224"].append({"height": h, "width": w, "fnv1a64": fnv1a64(y.tobytes()), "mean": float(y.mean())})
         if args.dump:
             np.save(args.dump / f"linear_{h}x{w}.npy", y)
+    # Segmentation masks: a binary float mask resized with INTER_AREA to 224 (fractional edges),
+    # as the reference's resize_img does to RSNA and SIIM masks.
+    mask = np.zeros((1024, 1024), np.float32)
+    mask[200:531, 264:477] = 1.0
+    mask[152:605, 562:818] = 1.0
+    y = cv2.resize(mask, (224, 224), interpolation=cv2.INTER_AREA)
+    out["mask_area_224"] = {"fnv1a64": fnv1a64(y.astype("<f4").tobytes()), "sum": float(y.sum())}
     (Path(__file__).parent / "expected.json").write_text(json.dumps(out, indent=1) + "\n")
 
 
