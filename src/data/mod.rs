@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 pub mod cache;
 pub mod chexpert;
+pub mod collate;
 pub mod covidx;
 pub mod image;
 pub mod mimic;

@@ -41,6 +41,8 @@ impl std::error::Error for TokenizerError {}
 /// One tokenised report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Encoded {
+    /// Token strings (`[CLS]`, word pieces, `[SEP]`, `[PAD]`), for the word grouping.
+    pub tokens: Vec<String>,
     /// Token ids, `[CLS]` first, padded with `[PAD]` to the fixed length (if any).
     pub ids: Vec<u32>,
     /// 1 on real tokens (`[CLS]` and `[SEP]` included), 0 on padding.
@@ -103,7 +105,11 @@ impl ReportTokenizer {
     /// Tokenise one report.
     pub fn encode(&self, text: &str) -> Result<Encoded, TokenizerError> {
         let e = self.inner.encode(text, true).map_err(|e| err(&self.path, e))?;
-        Ok(Encoded { ids: e.get_ids().to_vec(), attention_mask: e.get_attention_mask().to_vec() })
+        Ok(Encoded {
+            tokens: e.get_tokens().to_vec(),
+            ids: e.get_ids().to_vec(),
+            attention_mask: e.get_attention_mask().to_vec(),
+        })
     }
 
     /// The tokens (strings) of a report, for inspection.
