@@ -85,6 +85,16 @@ impl HostTensor {
     }
 }
 
+/// FNV-1a (64 bit) of `bytes` as 16 hex digits: how the golden files record large outputs
+/// (images, checkpoint tensors) without a copy of them. Python: `h = (h ^ b) * 0x100000001b3`.
+pub fn fnv1a64(bytes: &[u8]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
 /// Deterministic test images `[n, 3, size, size]` that need no file:
 /// `x[b, c, i, j] = sin(0.05 (c + 1) i + 0.07 j + b) · cos(0.03 (i + j)(b + 1))`, computed in
 /// f64 and rounded to f32, exactly as `golden/pytorch/resnet/make_resnet.py` computes them.

@@ -171,13 +171,7 @@ mod tests {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("golden/reference/data/dicom").join(name)
     }
 
-    fn fnv1a64(bytes: &[u8]) -> String {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for &b in bytes {
-            h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
-        }
-        format!("{h:016x}")
-    }
+    use crate::parity::fnv1a64;
 
     /// A real chest radiograph (RG1, MONOCHROME2, 8 bit): uncompressed equals pydicom's
     /// pixel_array exactly (max 255, so the rescaling is the identity); JPEG Baseline stays

@@ -91,6 +91,12 @@ pub struct Table {
 }
 
 impl Table {
+    /// pandas `sample(frac, random_state=42)` of the rows.
+    fn pandas_sample(&self, frac: f64) -> Table {
+        let rows = pandas_sample(self.rows.len(), frac, 42).into_iter().map(|i| self.rows[i].clone()).collect();
+        Table { rows, ..self.clone() }
+    }
+
     fn csv(&self) -> Vec<u8> {
         let mut w = csv::Writer::from_writer(Vec::new());
         w.write_record(&self.header).expect("in-memory CSV");
@@ -234,13 +240,6 @@ pub fn prepare(options: &PrepareOptions) -> Result<Prepared, DataError> {
                 class_column: None,
             };
             let train_table = table(&train_labels, &train);
-            let subset = |frac: f64| Table {
-                rows: pandas_sample(train_table.rows.len(), frac, 42)
-                    .into_iter()
-                    .map(|i| train_table.rows[i].clone())
-                    .collect(),
-                ..train_table.clone()
-            };
             sampling.insert(
                 "split".into(),
                 "5×200 rows removed (pandas sample(n=200, random_state=0) per task); 5,000 validation positions from NumPy's generator seeded 0; frontal views kept; test = the official valid.csv".into(),
@@ -251,8 +250,8 @@ pub fn prepare(options: &PrepareOptions) -> Result<Prepared, DataError> {
                 ("train.csv", train_table.clone()),
                 ("valid.csv", table(&train_labels, &valid)),
                 ("test.csv", table(&test_labels, &(0..test_labels.rows.len()).collect::<Vec<_>>())),
-                ("train_1pct.csv", subset(0.01)),
-                ("train_10pct.csv", subset(0.1)),
+                ("train_1pct.csv", train_table.pandas_sample(0.01)),
+                ("train_10pct.csv", train_table.pandas_sample(0.1)),
             ];
             let leaks = if options.fix_leaks {
                 "fixed: the validation rows are dropped from training by position".to_string()
@@ -399,13 +398,6 @@ pub fn prepare(options: &PrepareOptions) -> Result<Prepared, DataError> {
                 class_column: Some(3),
             };
             let train_table = table(&train_list, "train", &train);
-            let subset = |frac: f64| Table {
-                rows: pandas_sample(train_table.rows.len(), frac, 42)
-                    .into_iter()
-                    .map(|i| train_table.rows[i].clone())
-                    .collect(),
-                ..train_table.clone()
-            };
             sampling.insert(
                 "split".into(),
                 "train_test_split(train_size=0.8, random_state=0) of train_COVIDx9A.txt: first part train, second valid; test = test_COVIDx9A.txt".into(),
@@ -415,8 +407,8 @@ pub fn prepare(options: &PrepareOptions) -> Result<Prepared, DataError> {
                 ("train.csv", train_table.clone()),
                 ("valid.csv", table(&train_list, "train", &valid)),
                 ("test.csv", table(&test_list, "test", &(0..test_list.len()).collect::<Vec<_>>())),
-                ("train_1pct.csv", subset(0.01)),
-                ("train_10pct.csv", subset(0.1)),
+                ("train_1pct.csv", train_table.pandas_sample(0.01)),
+                ("train_10pct.csv", train_table.pandas_sample(0.1)),
             ];
             (tables, "none known for COVIDx (the split is over images, not patients, as in the reference)".to_string())
         }

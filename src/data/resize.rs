@@ -291,19 +291,7 @@ pub fn resize_bilinear(img: &Gray, height: usize, width: usize) -> Gray {
     };
     let xs = taps(img.width, width);
     let ys = taps(img.height, height);
-    let mut out = vec![0u8; height * width];
-    let row = |y: usize| -> Vec<i32> {
-        xs.iter().map(|&(a, b, wa, wb)| img.at(y, a) as i32 * wa + img.at(y, b) as i32 * wb).collect()
-    };
-    for (dy, &(a, b, wa, wb)) in ys.iter().enumerate() {
-        let (ra, rb) = (row(a), row(b));
-        for dx in 0..width {
-            // OpenCV's VResizeLinearVec_32s8u: ((wa·(ra ≫ 4)) ≫ 16) + ((wb·(rb ≫ 4)) ≫ 16), + 2, ≫ 2.
-            let v = ((wa * (ra[dx] >> 4)) >> 16) + ((wb * (rb[dx] >> 4)) >> 16);
-            out[dy * width + dx] = ((v + 2) >> 2).clamp(0, 255) as u8;
-        }
-    }
-    Gray::new(height, width, out)
+    apply_taps(img, &xs, &ys)
 }
 
 /// OpenCV `resize(…, INTER_LINEAR)` of an 8-bit image (the detection path's 224 × 224 resize):
@@ -345,6 +333,15 @@ pub fn resize_linear(img: &Gray, height: usize, width: usize) -> Gray {
             (clip(s), clip(s + 1), ((1.0 - f) * one).round_ties_even() as i32, (f * one).round_ties_even() as i32)
         })
         .collect();
+    apply_taps(img, &xs, &ys)
+}
+
+/// Two-tap fixed-point interpolation with OpenCV's arithmetic: per output column
+/// `(x0, x1, a0, a1)` and per output row `(y0, y1, b0, b1)`, 11-bit weights; the horizontal pass
+/// into integers, then OpenCV's `VResizeLinearVec_32s8u` vertical pass,
+/// `(((b0·(r0 ≫ 4)) ≫ 16) + ((b1·(r1 ≫ 4)) ≫ 16) + 2) ≫ 2`.
+fn apply_taps(img: &Gray, xs: &[(usize, usize, i32, i32)], ys: &[(usize, usize, i32, i32)]) -> Gray {
+    let (height, width) = (ys.len(), xs.len());
     let mut out = vec![0u8; height * width];
     let row = |y: usize| -> Vec<i32> {
         xs.iter().map(|&(a, b, wa, wb)| img.at(y, a) as i32 * wa + img.at(y, b) as i32 * wb).collect()
@@ -411,13 +408,7 @@ mod tests {
         Gray::new(h, w, px)
     }
 
-    fn fnv1a64(bytes: &[u8]) -> String {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for &b in bytes {
-            h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
-        }
-        format!("{h:016x}")
-    }
+    use crate::parity::fnv1a64;
 
     /// Every pixel equal to OpenCV's (`golden/python/resize/make_resize.py`): the generic area
     /// path, the 2× and 4× fast paths, near-identity and enlarging sizes.

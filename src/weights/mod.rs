@@ -172,11 +172,7 @@ mod tests {
     }
 
     fn fnv1a64(values: &[f32]) -> String {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in values.iter().flat_map(|v| v.to_le_bytes()) {
-            h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
-        }
-        format!("{h:016x}")
+        crate::parity::fnv1a64(&values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>())
     }
 
     /// Read `file` through `layout` and check every tensor, bit for bit, against what
