@@ -14,6 +14,7 @@ pub mod covidx;
 pub mod image;
 pub mod mimic;
 pub mod objectcxr;
+pub mod pairs;
 pub mod prepare;
 pub mod resize;
 pub mod rle;
