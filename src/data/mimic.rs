@@ -320,11 +320,23 @@ pub struct Image {
     pub caption: Option<(Vec<String>, usize)>,
 }
 
-fn read_csv(path: &Path, columns: &[&str]) -> Result<Vec<(usize, Vec<String>)>, DataError> {
-    if !path.is_file() && path.with_extension("csv.gz").is_file() {
-        return Err(DataError::file(path, "missing; PhysioNet ships it gzipped: run `gunzip -k` on the .csv.gz first"));
+/// `name`, or `name.gz` when only the gzipped file (as PhysioNet ships it) exists.
+pub fn csv_name(root: &Path, name: &str) -> String {
+    if !root.join(name).is_file() && root.join(format!("{name}.gz")).is_file() {
+        format!("{name}.gz")
+    } else {
+        name.to_string()
     }
-    let mut reader = csv::Reader::from_path(path).map_err(|e| DataError::file(path, e.to_string()))?;
+}
+
+fn read_csv(path: &Path, columns: &[&str]) -> Result<Vec<(usize, Vec<String>)>, DataError> {
+    let file = std::fs::File::open(path).map_err(|e| DataError::file(path, e.to_string()))?;
+    let input: Box<dyn std::io::Read> = if path.extension().is_some_and(|e| e == "gz") {
+        Box::new(flate2::read::GzDecoder::new(file))
+    } else {
+        Box::new(file)
+    };
+    let mut reader = csv::Reader::from_reader(input);
     let headers = reader.headers().map_err(|e| DataError::file(path, e.to_string()))?.clone();
     let idx = columns
         .iter()
@@ -379,17 +391,17 @@ pub fn read_reports(root: &Path) -> Result<HashMap<String, [Option<String>; 4]>,
 /// frontal views), in metadata order, with captions.
 pub fn read_images(root: &Path) -> Result<Vec<Image>, DataError> {
     let reports = read_reports(root)?;
-    let meta =
-        read_csv(&root.join("mimic-cxr-2.0.0-metadata.csv"), &["dicom_id", "subject_id", "study_id", "ViewPosition"])?;
-    let split_rows =
-        read_csv(&root.join("mimic-cxr-2.0.0-split.csv"), &["dicom_id", "study_id", "subject_id", "split"])?;
+    let meta_path = root.join(csv_name(root, "mimic-cxr-2.0.0-metadata.csv"));
+    let meta = read_csv(&meta_path, &["dicom_id", "subject_id", "study_id", "ViewPosition"])?;
+    let split_path = root.join(csv_name(root, "mimic-cxr-2.0.0-split.csv"));
+    let split_rows = read_csv(&split_path, &["dicom_id", "study_id", "subject_id", "split"])?;
     let mut split: HashMap<(String, String, String), String> = HashMap::new();
     for (line, r) in split_rows {
         let s = match r[3].as_str() {
             "train" => "train",
             "validate" | "test" => "valid",
             other => {
-                return Err(DataError::row(&root.join("mimic-cxr-2.0.0-split.csv"), line, format!("split {other:?}")));
+                return Err(DataError::row(&split_path, line, format!("split {other:?}")));
             }
         };
         split.insert((r[0].clone(), r[2].clone(), format!("s{}", r[1])), s.to_string());

@@ -129,7 +129,18 @@ mod tests {
             check_images: true,
             polygon_boxes: None,
         };
-        prepare(&options).unwrap().write(&dir.join("out")).unwrap();
+        // PhysioNet ships the CSVs gzipped: read them that way.
+        for name in ["mimic-cxr-2.0.0-metadata.csv", "mimic-cxr-2.0.0-split.csv"] {
+            let path = dir.join("mimic").join(name);
+            let bytes = std::fs::read(&path).unwrap();
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            std::io::Write::write_all(&mut gz, &bytes).unwrap();
+            std::fs::write(path.with_extension("csv.gz"), gz.finish().unwrap()).unwrap();
+            std::fs::remove_file(path).unwrap();
+        }
+        let prepared = prepare(&options).unwrap();
+        assert!(prepared.manifest.sources.contains_key("mimic-cxr-2.0.0-metadata.csv.gz"));
+        prepared.write(&dir.join("out")).unwrap();
         let split = dir.join("out/train.csv");
         cache::build(&split, &dir.join("mimic"), &dir.join("train.cache"), 256, OnBad::Fail).unwrap();
         let data = PairDataset::open(&split, &dir.join("train.cache")).unwrap();

@@ -264,8 +264,8 @@ pub fn prepare(options: &PrepareOptions) -> Result<Prepared, DataError> {
             if options.task != Task::Pretraining {
                 return Err(DataError::file(&options.root, "MIMIC-CXR is used for pretraining only"));
             }
-            source("mimic-cxr-2.0.0-metadata.csv")?;
-            source("mimic-cxr-2.0.0-split.csv")?;
+            source(&mimic::csv_name(&options.root, "mimic-cxr-2.0.0-metadata.csv"))?;
+            source(&mimic::csv_name(&options.root, "mimic-cxr-2.0.0-split.csv"))?;
             let images = mimic::read_images(&options.root)?;
             let header = ["path", "dicom_id", "subject_id", "study_id", "ViewPosition", "caption", "tokens"]
                 .map(String::from)
