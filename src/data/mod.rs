@@ -19,6 +19,7 @@ pub mod prepare;
 pub mod resize;
 pub mod rle;
 pub mod rsna;
+pub mod samples;
 pub mod sampling;
 pub mod siim;
 pub mod synth;
