@@ -8,14 +8,20 @@
 //!
 //! Spec: `data.md` §4.4, §4.5, §6.3, §7.4, §1.4 (detection and segmentation transforms).
 //!
-//! **Deviation:** the training-time shift-scale-rotate of the segmentation transform is not
-//! implemented yet (evaluation samples only).
+//! Training segmentation samples first apply, with probability 0.5, the transform's
+//! shift-scale-rotate (no shift, scale in [0.9, 1.1], rotation in [−10°, 10°], zero border;
+//! image bilinear, mask nearest), each target rotated about its own centre.
+//!
+//! **Deviation:** the random draws come from this crate's generator, not albumentations', so a
+//! training sample's augmentation differs from the reference's run by chance (its geometry
+//! and distribution are the same); the rotation centre is the pixel grid's centre.
 
 use std::path::Path;
 
 use super::DataError;
 use super::image::{normalise, read_dicom, read_gray};
 use super::resize::{Gray, resize_linear};
+use super::sampling::LegacyRng;
 use super::targets;
 
 /// An image `[3, 224, 224]` and its detection target rows.
@@ -70,6 +76,94 @@ pub fn siim_segmentation(path: &Path, rows: &[&str]) -> Result<SegmentationSampl
     Ok(SegmentationSample { image: image_224(&img), mask })
 }
 
+/// One draw of the segmentation transform's shift-scale-rotate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ShiftScaleRotate {
+    /// Degrees, counter-clockwise (OpenCV's convention).
+    pub angle: f64,
+    pub scale: f64,
+}
+
+impl ShiftScaleRotate {
+    /// With probability 0.5 a transform (scale ∈ [0.9, 1.1], angle ∈ [−10°, 10°]), else none.
+    pub fn draw(rng: &mut LegacyRng) -> Option<Self> {
+        let mut uniform = || rng.next_u32() as f64 / 4_294_967_296.0;
+        if uniform() >= 0.5 {
+            return None;
+        }
+        Some(Self { scale: 0.9 + 0.2 * uniform(), angle: -10.0 + 20.0 * uniform() })
+    }
+
+    /// The inverse map (destination pixel → source position) of OpenCV's
+    /// `getRotationMatrix2D(centre, angle, scale)` for an `h × w` image.
+    fn inverse(&self, h: usize, w: usize) -> impl Fn(f64, f64) -> (f64, f64) {
+        let (cx, cy) = ((w as f64 - 1.0) / 2.0, (h as f64 - 1.0) / 2.0);
+        let t = self.angle.to_radians();
+        let (a, b) = (self.scale * t.cos(), self.scale * t.sin());
+        let det = a * a + b * b;
+        // Forward: x' = a(x − cx) + b(y − cy) + cx, y' = −b(x − cx) + a(y − cy) + cy.
+        move |x, y| {
+            let (dx, dy) = (x - cx, y - cy);
+            ((a * dx - b * dy) / det + cx, (b * dx + a * dy) / det + cy)
+        }
+    }
+
+    /// Warp a grey image (bilinear, zero outside).
+    pub fn warp_gray(&self, img: &Gray) -> Gray {
+        let inv = self.inverse(img.height, img.width);
+        let mut out = vec![0u8; img.height * img.width];
+        for y in 0..img.height {
+            for x in 0..img.width {
+                let (sx, sy) = inv(x as f64, y as f64);
+                let (x0, y0) = (sx.floor(), sy.floor());
+                let (fx, fy) = (sx - x0, sy - y0);
+                let at = |xx: f64, yy: f64| -> f64 {
+                    if xx < 0.0 || yy < 0.0 || xx >= img.width as f64 || yy >= img.height as f64 {
+                        0.0
+                    } else {
+                        img.pixels[yy as usize * img.width + xx as usize] as f64
+                    }
+                };
+                let v = (1.0 - fy) * ((1.0 - fx) * at(x0, y0) + fx * at(x0 + 1.0, y0))
+                    + fy * ((1.0 - fx) * at(x0, y0 + 1.0) + fx * at(x0 + 1.0, y0 + 1.0));
+                out[y * img.width + x] = v.round().clamp(0.0, 255.0) as u8;
+            }
+        }
+        Gray::new(img.height, img.width, out)
+    }
+
+    /// Warp a mask (nearest, zero outside).
+    pub fn warp_mask(&self, mask: &[f32], h: usize, w: usize) -> Vec<f32> {
+        let inv = self.inverse(h, w);
+        let mut out = vec![0f32; h * w];
+        for y in 0..h {
+            for x in 0..w {
+                let (sx, sy) = inv(x as f64, y as f64);
+                let (xx, yy) = (sx.round(), sy.round());
+                if xx >= 0.0 && yy >= 0.0 && xx < w as f64 && yy < h as f64 {
+                    out[y * w + x] = mask[yy as usize * w + xx as usize];
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A training segmentation sample: the evaluation sample's image and mask, both
+/// shift-scale-rotated when the draw says so (the image at full resolution, the mask at 224,
+/// each about its own centre).
+pub fn augment_segmentation(
+    path: &Path,
+    mask_224: Vec<f32>,
+    rng: &mut LegacyRng,
+) -> Result<SegmentationSample, DataError> {
+    let img = full_resolution(path)?;
+    Ok(match ShiftScaleRotate::draw(rng) {
+        Some(t) => SegmentationSample { image: image_224(&t.warp_gray(&img)), mask: t.warp_mask(&mask_224, 224, 224) },
+        None => SegmentationSample { image: image_224(&img), mask: mask_224 },
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,5 +197,25 @@ mod tests {
             s.mask.iter().zip(&s.image).filter(|(m, _)| **m == 1.0).fold((0.0, 0.0), |(a, n), (_, v)| (a + v, n + 1.0));
         assert!(n > 50.0 && inside / n < -0.5, "the masked band is dark: {}", inside / n);
         std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn shift_scale_rotate_geometry() {
+        let img = Gray::new(9, 9, (0..81).map(|v| v as u8).collect());
+        let identity = ShiftScaleRotate { angle: 0.0, scale: 1.0 };
+        assert_eq!(identity.warp_gray(&img), img);
+        // 90° counter-clockwise about the centre: the top-right corner goes to the top-left.
+        let quarter = ShiftScaleRotate { angle: 90.0, scale: 1.0 };
+        let r = quarter.warp_gray(&img);
+        assert_eq!(r.pixels[0], img.pixels[8]);
+        let mut mask = vec![0f32; 81];
+        mask[4 * 9 + 8] = 1.0; // middle of the right edge
+        assert_eq!(quarter.warp_mask(&mask, 9, 9)[4], 1.0); // → middle of the top edge
+        // Draws: about half transform, within the ranges.
+        let mut rng = LegacyRng::new(1);
+        let draws: Vec<_> = (0..400).map(|_| ShiftScaleRotate::draw(&mut rng)).collect();
+        let n = draws.iter().flatten().count();
+        assert!((160..240).contains(&n), "{n}");
+        assert!(draws.iter().flatten().all(|t| (0.9..=1.1).contains(&t.scale) && t.angle.abs() <= 10.0));
     }
 }
