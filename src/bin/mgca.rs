@@ -466,9 +466,9 @@ fn weights_import(
         }
     }
     if let Some(out) = output {
-        let mut file = report.import.tensors.clone();
+        let mut file = report.import.tensors;
         file.metadata.insert("source".into(), checkpoint.display().to_string());
-        file.metadata.insert("key_table".into(), report.table.clone());
+        file.metadata.insert("key_table".into(), report.table);
         if let Some(config) = &report.config {
             file.metadata.insert("config".into(), serde_json::to_string(config).expect("config serialises"));
         }

@@ -45,31 +45,27 @@ pub struct Row {
     pub path: String,
     /// `Frontal/Lateral == "Frontal"`.
     pub frontal: bool,
-    /// Every label column by name: `None` when empty.
+    /// The label columns in the order `TASKS` then `OTHERS`: `None` when empty.
     labels: Vec<Option<f32>>,
 }
 
-/// A parsed label file: its label column names and rows.
+/// A parsed label file.
 #[derive(Debug, Clone)]
 pub struct Labels {
-    pub columns: Vec<String>,
     pub rows: Vec<Row>,
 }
 
-impl Labels {
-    fn value(&self, row: &Row, name: &str) -> Option<f32> {
-        let i = self.columns.iter().position(|c| c == name).expect("a CheXpert label column");
-        row.labels[i]
+impl Row {
+    /// Label `k` of `TASKS` then `OTHERS`, a missing value as 0.
+    fn filled(&self, k: usize) -> f32 {
+        self.labels[k].unwrap_or(0.0)
     }
+}
 
+impl Labels {
     /// The five targets after filling missing values with 0 and mapping −1 per task.
     pub fn targets(&self, row: &Row) -> [f32; 5] {
-        let mut t = [0.0; 5];
-        for (k, task) in TASKS.iter().enumerate() {
-            let v = self.value(row, task).unwrap_or(0.0);
-            t[k] = if v == -1.0 { UNCERTAIN_AS[k] } else { v };
-        }
-        t
+        std::array::from_fn(|k| if row.filled(k) == -1.0 { UNCERTAIN_AS[k] } else { row.filled(k) })
     }
 }
 
@@ -114,7 +110,7 @@ pub fn read_labels(path: &Path) -> Result<Labels, DataError> {
         }
         rows.push(Row { path: path_value, frontal, labels });
     }
-    Ok(Labels { columns: label_names.iter().map(|s| s.to_string()).collect(), rows })
+    Ok(Labels { rows })
 }
 
 /// The reference's split of `train.csv`: `(train, valid)` positions into its rows, each in
@@ -122,14 +118,14 @@ pub fn read_labels(path: &Path) -> Result<Labels, DataError> {
 pub fn split(labels: &Labels, fix_leaks: bool) -> (Vec<usize>, Vec<usize>) {
     // 5×200: frontal rows, missing labels as 0, one task exactly 1 and the rest exactly 0.
     let mut held_out = HashSet::new();
-    for task in TASKS {
+    let findings = TASKS.len() + OTHERS.len();
+    for task in 0..TASKS.len() {
         let candidates: Vec<usize> = (0..labels.rows.len())
             .filter(|&i| {
                 let row = &labels.rows[i];
-                let v = |name: &str| labels.value(row, name).unwrap_or(0.0);
                 row.frontal
-                    && v(task) == 1.0
-                    && TASKS.iter().chain(OTHERS.iter()).filter(|n| **n != task).all(|n| v(n) == 0.0)
+                    && row.filled(task) == 1.0
+                    && (0..findings).filter(|&k| k != task).all(|k| row.filled(k) == 0.0)
             })
             .collect();
         let k = scaled_count(200, labels.rows.len(), 223_414).min(candidates.len());
@@ -175,7 +171,6 @@ mod tests {
     #[test]
     fn targets_fill_and_map_uncertainty() {
         let labels = Labels {
-            columns: TASKS.iter().chain(OTHERS.iter()).map(|s| s.to_string()).collect(),
             rows: vec![Row {
                 path: "CheXpert-v1.0-small/train/p/s/v.jpg".into(),
                 frontal: true,

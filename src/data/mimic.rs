@@ -15,7 +15,7 @@
 //! **Deviation:** report files are visited in sorted order (the reference uses directory-listing
 //! order, which only changes the row order of `mimic_cxr_sectioned.csv`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::Path;
 
 use super::DataError;
@@ -297,10 +297,7 @@ pub fn caption(impression: &str, findings: &str) -> Option<(Vec<String>, usize)>
 
 /// Whether a study id is one of the hand-curated exclusions.
 pub fn excluded(study: &str) -> bool {
-    thread_local! {
-        static SET: HashSet<&'static str> = EXCLUDED_STUDIES.iter().copied().collect();
-    }
-    SET.with(|s| s.contains(study))
+    EXCLUDED_STUDIES.contains(&study)
 }
 
 /// One image of the reference's `master.csv` (frontal, with a report that has an impression or

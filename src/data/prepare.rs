@@ -14,7 +14,7 @@
 //! decoded); a missing one fails the run, or with `--on-bad skip` is dropped *after* the
 //! reference's splits and subsets are drawn (so the rest stay the reference's) and counted.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -474,11 +474,13 @@ pub fn prepare(options: &PrepareOptions) -> Result<Prepared, DataError> {
     };
     let (mut tables, leaks) = splits;
     let mut skipped = Vec::new();
+    // The subsets repeat training rows: look each image up once.
+    let mut exists: HashMap<String, bool> = HashMap::new();
     for (name, table) in tables.iter_mut().filter(|_| options.check_images) {
         let mut kept = Vec::with_capacity(table.rows.len());
         for (index, row) in table.rows.drain(..).enumerate() {
             let image = options.root.join(&row[0]);
-            if image.is_file() {
+            if *exists.entry(row[0].clone()).or_insert_with(|| image.is_file()) {
                 kept.push(row);
             } else if options.on_bad == OnBad::Skip {
                 skipped.push(format!("{name}: {} (image missing)", row[0]));

@@ -98,21 +98,33 @@ pub fn resize_area(img: &Gray, height: usize, width: usize) -> Gray {
     if (scale_x - ix as f64).abs() < f64::EPSILON && (scale_y - iy as f64).abs() < f64::EPSILON {
         return resize_area_fast(img, height, width, ix, iy);
     }
-    let xtab = area_table(img.width, width, scale_x);
-    let ytab = area_table(img.height, height, scale_y);
-    // The horizontal pass of every source row, as OpenCV computes it (buf[d] += S[s]·α in table
-    // order), four rows at a time: four independent accumulation chains per table entry, the
-    // same float operations in the same order per row.
-    let hbuf = horizontal_pass(img, width, &xtab);
-    let mut out = vec![0u8; height * width];
+    let sums = area_sums(&img.pixels, img.height, img.width, height, width, scale_x, scale_y);
+    Gray::new(height, width, sums.into_iter().map(saturate_u8).collect())
+}
+
+/// OpenCV's generic area path on any pixel type: each output pixel's weighted sum, before
+/// rounding. The horizontal pass of every source row as OpenCV computes it (`buf[d] += S[s]·α` in
+/// table order), then the vertical pass (`sum += β·buf` per output row).
+fn area_sums<T: Copy + Into<f32>>(
+    pixels: &[T],
+    h: usize,
+    w: usize,
+    height: usize,
+    width: usize,
+    scale_x: f64,
+    scale_y: f64,
+) -> Vec<f32> {
+    let xtab = area_table(w, width, scale_x);
+    let ytab = area_table(h, height, scale_y);
+    let hbuf = horizontal_pass(pixels, h, w, width, &xtab);
+    let mut out = vec![0f32; height * width];
     let mut sum = vec![0f32; width];
     let mut prev = ytab.first().map_or(0, |a| a.dest);
     for a in &ytab {
         let buf = &hbuf[a.source * width..(a.source + 1) * width];
         if a.dest != prev {
-            let d = &mut out[prev * width..(prev + 1) * width];
-            for ((o, s), b) in d.iter_mut().zip(sum.iter_mut()).zip(buf) {
-                *o = saturate_u8(*s);
+            for ((o, s), b) in out[prev * width..(prev + 1) * width].iter_mut().zip(sum.iter_mut()).zip(buf) {
+                *o = *s;
                 *s = a.weight * b;
             }
             prev = a.dest;
@@ -122,10 +134,8 @@ pub fn resize_area(img: &Gray, height: usize, width: usize) -> Gray {
             }
         }
     }
-    for (o, s) in out[prev * width..(prev + 1) * width].iter_mut().zip(&sum) {
-        *o = saturate_u8(*s);
-    }
-    Gray::new(height, width, out)
+    out[prev * width..(prev + 1) * width].copy_from_slice(&sum);
+    out
 }
 
 // ANCHOR_END: area
@@ -163,46 +173,21 @@ pub fn resize_area_f32(values: &[f32], h: usize, w: usize, height: usize, width:
         }
         return out;
     }
-    let xtab = area_table(w, width, scale_x);
-    let ytab = area_table(h, height, scale_y);
-    let mut out = vec![0f32; height * width];
-    let mut buf = vec![0f32; width];
-    let mut sum = vec![0f32; width];
-    let mut prev = ytab.first().map_or(0, |a| a.dest);
-    for a in &ytab {
-        let row = &values[a.source * w..(a.source + 1) * w];
-        buf.iter_mut().for_each(|b| *b = 0.0);
-        for x in &xtab {
-            buf[x.dest] += row[x.source] * x.weight;
-        }
-        if a.dest != prev {
-            for ((o, s), b) in out[prev * width..(prev + 1) * width].iter_mut().zip(sum.iter_mut()).zip(&buf) {
-                *o = *s;
-                *s = a.weight * b;
-            }
-            prev = a.dest;
-        } else {
-            for (s, b) in sum.iter_mut().zip(&buf) {
-                *s += a.weight * b;
-            }
-        }
-    }
-    out[prev * width..(prev + 1) * width].copy_from_slice(&sum);
-    out
+    area_sums(values, h, w, height, width, scale_x, scale_y)
 }
 
 /// `buf[y][d] = Σ S[y][s]·α` over the horizontal table, for every source row `y`.
-fn horizontal_pass(img: &Gray, width: usize, xtab: &[Alpha]) -> Vec<f32> {
-    let w = img.width;
-    let mut hbuf = vec![0f32; img.height * width];
-    let rows = img.height;
+fn horizontal_pass<T: Copy + Into<f32>>(pixels: &[T], rows: usize, w: usize, width: usize, xtab: &[Alpha]) -> Vec<f32> {
+    let mut hbuf = vec![0f32; rows * width];
+    // Four rows at a time: four independent accumulation chains per table entry, the same float
+    // operations in the same order per row.
     let mut y = 0;
     while y + 4 <= rows {
         let (r0, r1, r2, r3) = (
-            &img.pixels[y * w..(y + 1) * w],
-            &img.pixels[(y + 1) * w..(y + 2) * w],
-            &img.pixels[(y + 2) * w..(y + 3) * w],
-            &img.pixels[(y + 3) * w..(y + 4) * w],
+            &pixels[y * w..(y + 1) * w],
+            &pixels[(y + 1) * w..(y + 2) * w],
+            &pixels[(y + 2) * w..(y + 3) * w],
+            &pixels[(y + 3) * w..(y + 4) * w],
         );
         let chunk = &mut hbuf[y * width..(y + 4) * width];
         let (b0, rest) = chunk.split_at_mut(width);
@@ -210,18 +195,18 @@ fn horizontal_pass(img: &Gray, width: usize, xtab: &[Alpha]) -> Vec<f32> {
         let (b2, b3) = rest.split_at_mut(width);
         for x in xtab {
             let (s, d, a) = (x.source, x.dest, x.weight);
-            b0[d] += r0[s] as f32 * a;
-            b1[d] += r1[s] as f32 * a;
-            b2[d] += r2[s] as f32 * a;
-            b3[d] += r3[s] as f32 * a;
+            b0[d] += r0[s].into() * a;
+            b1[d] += r1[s].into() * a;
+            b2[d] += r2[s].into() * a;
+            b3[d] += r3[s].into() * a;
         }
         y += 4;
     }
     for y in y..rows {
-        let row = &img.pixels[y * w..(y + 1) * w];
+        let row = &pixels[y * w..(y + 1) * w];
         let b = &mut hbuf[y * width..(y + 1) * width];
         for x in xtab {
-            b[x.dest] += row[x.source] as f32 * x.weight;
+            b[x.dest] += row[x.source].into() * x.weight;
         }
     }
     hbuf

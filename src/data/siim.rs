@@ -130,18 +130,17 @@ fn unique_ids<'a>(ids: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
 /// come from the global generator seeded with `seed`, and the dataset is built twice, so the
 /// second pair of draws is the one used.
 pub fn training_rows(train: &[Row], frac: f64, seed: u32) -> Vec<usize> {
+    // What the draws choose from is the same in both constructions.
+    let positives: Vec<usize> = (0..train.len()).filter(|&i| train[i].label() == 1).collect();
+    let pos_ids = unique_ids(positives.iter().map(|&i| train[i].image_id.as_str()));
+    let neg_ids = unique_ids((0..train.len()).filter(|&i| train[i].label() == 0).map(|i| train[i].image_id.as_str()));
     let mut rng = LegacyRng::new(seed);
     let mut chosen = Vec::new();
     for _ in 0..2 {
-        let positives: Vec<usize> = (0..train.len()).filter(|&i| train[i].label() == 1).collect();
-        let pos_ids = unique_ids(positives.iter().map(|&i| train[i].image_id.as_str()));
-        let neg_ids =
-            unique_ids((0..train.len()).filter(|&i| train[i].label() == 0).map(|i| train[i].image_id.as_str()));
         let picked: HashSet<&str> = rng.choice(neg_ids.len(), pos_ids.len()).into_iter().map(|i| neg_ids[i]).collect();
-        let negatives: Vec<usize> = (0..train.len())
-            .filter(|&i| train[i].label() == 0 && picked.contains(train[i].image_id.as_str()))
-            .collect();
-        let mut balanced: Vec<usize> = positives.into_iter().chain(negatives).collect();
+        let negatives =
+            (0..train.len()).filter(|&i| train[i].label() == 0 && picked.contains(train[i].image_id.as_str()));
+        let mut balanced: Vec<usize> = positives.iter().copied().chain(negatives).collect();
         if frac < 1.0 {
             let ids = unique_ids(balanced.iter().map(|&i| train[i].image_id.as_str()));
             let k = (ids.len() as f64 * frac) as usize;

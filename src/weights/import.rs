@@ -10,6 +10,7 @@
 //! error; unlike them, they are always listed.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use super::keymap::{Import, KeyMap, Layout};
 use super::torch::{Checkpoint, Format};
@@ -46,8 +47,10 @@ pub fn import(
 ) -> Result<ImportReport, String> {
     let checkpoint = Checkpoint::open(path).map_err(|e| e.to_string())?;
     let table = keymap.unwrap_or_else(|| layout.keymap());
-    let import = table.import(&checkpoint).map_err(|e| e.to_string())?;
-    let mut weights = WeightReader::new(import.tensors.clone());
+    let mut import = table.import(&checkpoint).map_err(|e| e.to_string())?;
+    // The reader shares the tensors; they go back into the report once it is done.
+    let tensors = Arc::new(std::mem::take(&mut import.tensors));
+    let mut weights = WeightReader::new(tensors.clone());
     let named = |e: WeightError| -> String {
         let key = match &e {
             WeightError::Missing(k) | WeightError::Shape { key: k, .. } => Some(k.clone()),
@@ -121,6 +124,8 @@ pub fn import(
         }
     };
     let unused = weights.unused();
+    drop(weights);
+    import.tensors = Arc::try_unwrap(tensors).unwrap_or_else(|shared| (*shared).clone());
     Ok(ImportReport { format: checkpoint.format, table: table.name.clone(), import, loaded_into, unused, config })
 }
 

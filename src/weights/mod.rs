@@ -9,6 +9,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::sync::Arc;
 
 use burn::module::Param;
 use burn::nn::{LayerNorm, Linear};
@@ -56,15 +57,16 @@ impl std::error::Error for WeightError {}
 /// A checkpoint's tensors, handed out by key, remembering which were taken.
 #[derive(Debug, Clone)]
 pub struct WeightReader {
-    file: TensorFile,
+    /// Shared, so that a reader (e.g. one looking under another prefix) clones cheaply.
+    file: Arc<TensorFile>,
     used: BTreeSet<String>,
     prefix: String,
 }
 
 impl WeightReader {
     /// Wrap the tensors of a checkpoint.
-    pub fn new(file: TensorFile) -> Self {
-        Self { file, used: BTreeSet::new(), prefix: String::new() }
+    pub fn new(file: impl Into<Arc<TensorFile>>) -> Self {
+        Self { file: file.into(), used: BTreeSet::new(), prefix: String::new() }
     }
 
     /// Look every key up under `prefix` from now on (`"image."` while loading the image

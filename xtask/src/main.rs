@@ -144,8 +144,8 @@ fn criterion_ms(group: &str, function: &str, case: &str) -> Result<f64> {
     Ok(ns / 1e6)
 }
 
-/// Run a PyTorch timing script; its stdout's JSON lines.
-fn pytorch_lines(python: Option<PathBuf>, script: &str, args: &[String]) -> Result<Vec<serde_json::Value>> {
+/// Run a Python timing script (PyTorch, OpenCV); its stdout's JSON lines.
+fn python_lines(python: Option<PathBuf>, script: &str, args: &[String]) -> Result<Vec<serde_json::Value>> {
     let python =
         python.or_else(|| std::env::var_os("MGCA_PYTHON").map(PathBuf::from)).unwrap_or_else(|| "python3".into());
     eprintln!("xtask: PyTorch reference timing with {}", python.display());
@@ -171,7 +171,7 @@ fn bench_losses(python: Option<PathBuf>, threads: usize) -> Result {
     bench.args(["bench", "-p", "mgca", "--bench", "losses"]).env("RAYON_NUM_THREADS", threads.to_string());
     run(bench, "criterion: losses/fwd_bwd (Rust, CPU backend)")?;
     let ours = cases.iter().map(|case| criterion_ms("losses", "fwd_bwd", case)).collect::<Result<Vec<_>>>()?;
-    let lines = pytorch_lines(
+    let lines = python_lines(
         python,
         "benches/losses_pytorch.py",
         &["--bench".into(), "--threads".into(), threads.to_string()],
@@ -196,7 +196,7 @@ fn bench_encoders(python: Option<PathBuf>, threads: usize) -> Result {
     let mut bench = cargo();
     bench.args(["bench", "-p", "mgca", "--bench", "encoders"]).env("RAYON_NUM_THREADS", threads.to_string());
     run(bench, "criterion: encoders (Rust, CPU backend)")?;
-    let lines = pytorch_lines(python, "benches/encoders_pytorch.py", &["--threads".into(), threads.to_string()])?;
+    let lines = python_lines(python, "benches/encoders_pytorch.py", &["--threads".into(), threads.to_string()])?;
     println!("\nencoders at batch 8, median per iteration, {threads} threads:");
     println!("{:<10} {:<8} {:>12} {:>12} {:>14}", "case", "function", "rust (ms)", "pytorch (ms)", "rust/pytorch");
     let mut torch_version = String::from("?");
@@ -223,7 +223,7 @@ fn bench_data(python: Option<PathBuf>) -> Result {
     bench.args(["bench", "-p", "mgca", "--bench", "data"]);
     run(bench, "criterion: data (Rust, one core)")?;
     let dir = std::env::temp_dir().join("mgca-bench-data");
-    let lines = pytorch_lines(python, "benches/data_python.py", &[dir.display().to_string()])?;
+    let lines = python_lines(python, "benches/data_python.py", &[dir.display().to_string()])?;
     println!("\nimage pipeline, one core, images per second:");
     println!("{:<36} {:>10} {:>10} {:>12}", "case", "rust", "python", "rust/python");
     for (group, function, case) in [
