@@ -21,6 +21,7 @@ use std::sync::mpsc;
 use rayon::prelude::*;
 
 use super::DataError;
+use super::augment::{MocoV2Config, MocoV2Draw};
 use super::image::{crop, normalise, read_dicom, read_gray};
 use super::prepare::OnBad;
 use super::resize::{Gray, resize_and_pad};
@@ -206,6 +207,15 @@ pub enum Crop {
     Centre,
 }
 
+/// What the loader does to each cached image.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Transform {
+    /// A `size` crop (the reference's "basic" transform), then normalise.
+    Crop { mode: Crop, size: usize },
+    /// The moco-v2 style transform of CheXpert linear probing ([`super::augment`]).
+    MocoV2(MocoV2Config),
+}
+
 /// Batches of `rows` (in the given order, e.g. a shuffled epoch), cropped and normalised on
 /// rayon's threads, with up to `prefetch` batches prepared ahead on a background thread.
 pub fn batches(
@@ -217,23 +227,48 @@ pub fn batches(
     seed: u32,
     prefetch: usize,
 ) -> mpsc::Receiver<Result<Batch, DataError>> {
+    transformed_batches(cache, rows, batch, Transform::Crop { mode, size: crop_size }, seed, prefetch)
+}
+
+/// [`batches`] with any [`Transform`]. The random draws are made in row order on the
+/// producer thread, so the batches do not depend on how rayon schedules the work.
+pub fn transformed_batches(
+    cache: std::sync::Arc<ImageCache>,
+    rows: Vec<usize>,
+    batch: usize,
+    transform: Transform,
+    seed: u32,
+    prefetch: usize,
+) -> mpsc::Receiver<Result<Batch, DataError>> {
     let (tx, rx) = mpsc::sync_channel(prefetch.max(1));
     std::thread::spawn(move || {
         let mut rng = LegacyRng::new(seed);
         for chunk in rows.chunks(batch) {
-            let span = (cache.side - crop_size) as u64;
-            let offsets: Vec<(usize, usize)> = chunk
-                .iter()
-                .map(|_| match mode {
-                    Crop::Random => (rng.interval(span) as usize, rng.interval(span) as usize),
-                    Crop::Centre => ((span / 2) as usize, (span / 2) as usize),
-                })
-                .collect();
-            let items: Result<Vec<Vec<f32>>, DataError> = chunk
-                .par_iter()
-                .zip(&offsets)
-                .map(|(&row, &(top, left))| cache.get(row).map(|img| normalise(&crop(&img, top, left, crop_size))))
-                .collect();
+            let items: Result<Vec<Vec<f32>>, DataError> = match transform {
+                Transform::Crop { mode, size } => {
+                    let span = (cache.side - size) as u64;
+                    let offsets: Vec<(usize, usize)> = chunk
+                        .iter()
+                        .map(|_| match mode {
+                            Crop::Random => (rng.interval(span) as usize, rng.interval(span) as usize),
+                            Crop::Centre => ((span / 2) as usize, (span / 2) as usize),
+                        })
+                        .collect();
+                    chunk
+                        .par_iter()
+                        .zip(&offsets)
+                        .map(|(&row, &(top, left))| cache.get(row).map(|img| normalise(&crop(&img, top, left, size))))
+                        .collect()
+                }
+                Transform::MocoV2(config) => {
+                    let draws: Vec<MocoV2Draw> = chunk.iter().map(|_| config.draw(&mut rng, cache.side)).collect();
+                    chunk
+                        .par_iter()
+                        .zip(&draws)
+                        .map(|(&row, draw)| cache.get(row).map(|img| draw.apply(&img, config.crop)))
+                        .collect()
+                }
+            };
             let message = items.map(|items| Batch { rows: chunk.to_vec(), pixels: items.concat() });
             if tx.send(message).is_err() {
                 return; // the consumer stopped

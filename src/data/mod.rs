@@ -7,11 +7,13 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub mod augment;
 pub mod cache;
 pub mod chexpert;
 pub mod collate;
 pub mod covidx;
 pub mod image;
+pub mod labelled;
 pub mod mimic;
 pub mod objectcxr;
 pub mod pairs;
