@@ -61,6 +61,90 @@ pub struct MgcaConfig {
     pub num_prototypes: usize,
     /// The objective: λ₁, λ₂, λ₃, τ₁, τ₂, τ₃, ε and the reference's quirks.
     pub objective: ObjectiveConfig,
+    /// Pretraining: optimiser, schedule, shards, epochs, checkpoints.
+    pub train: TrainConfig,
+}
+
+/// Every pretraining hyperparameter (`hyperparameters.md` §1 and §3, `losses.md` §4.6 and §6).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Maximum epochs (reference: 50).
+    pub epochs: usize,
+    /// Stop after this many optimiser steps in all (none in the reference; smoke runs).
+    pub max_steps: Option<usize>,
+    /// Pairs per shard, i.e. per GPU in the reference (72).
+    pub shard_batch: usize,
+    /// Shards per step: the reference's 2 GPUs. Each shard has its own BatchNorm statistics,
+    /// ITA negatives and Sinkhorn; their gradients are averaged.
+    pub shards: usize,
+    /// η, the peak learning rate (2e-5).
+    pub learning_rate: f64,
+    /// η_min, the learning rate at step 0 and at the end of the cosine (1e-8).
+    pub min_learning_rate: f64,
+    /// The warm-up's share of the planned steps (0.4: 20 of 50 epochs).
+    pub warmup_fraction: f64,
+    /// AdamW β₁ (0.9).
+    pub beta1: f32,
+    /// AdamW β₂ (0.999).
+    pub beta2: f32,
+    /// AdamW ε (1e-8).
+    pub adam_epsilon: f32,
+    /// AdamW decoupled weight decay, on every parameter (0.05).
+    pub weight_decay: f32,
+    /// Epochs during which the prototypes get no update (1: epoch 0 only).
+    pub freeze_prototype_epochs: usize,
+    /// Early stopping: epochs without a lower validation loss before stopping (5).
+    pub patience: usize,
+    /// Checkpoints kept by lowest validation loss, besides the last (5).
+    pub keep_best: usize,
+    /// Seed of initialisation, shuffling and crops (42).
+    pub seed: u32,
+    /// Tokens per report, [CLS] and [SEP] included (112).
+    pub max_tokens: usize,
+    /// Side of the cached, padded images (256; the crop is the encoder's input side).
+    pub cache_side: usize,
+    /// Save the resumable `last` checkpoint every this many steps (and at every epoch end).
+    pub checkpoint_every: usize,
+}
+
+impl TrainConfig {
+    /// The reference's published run: 50 epochs of 2 × 72 pairs.
+    pub fn reference() -> Self {
+        Self {
+            epochs: 50,
+            max_steps: None,
+            shard_batch: 72,
+            shards: 2,
+            learning_rate: 2e-5,
+            min_learning_rate: 1e-8,
+            warmup_fraction: 0.4,
+            beta1: 0.9,
+            beta2: 0.999,
+            adam_epsilon: 1e-8,
+            weight_decay: 0.05,
+            freeze_prototype_epochs: 1,
+            patience: 5,
+            keep_best: 5,
+            seed: 42,
+            max_tokens: 112,
+            cache_side: 256,
+            checkpoint_every: 500,
+        }
+    }
+
+    /// A CPU run of a few minutes on the tiny synthetic data: 2 shards of 8, a higher
+    /// learning rate so that a tiny model learns in a few hundred steps.
+    pub fn smoke() -> Self {
+        Self {
+            epochs: 6,
+            shard_batch: 8,
+            learning_rate: 2e-3,
+            max_tokens: 32,
+            cache_side: 36,
+            checkpoint_every: 20,
+            ..Self::reference()
+        }
+    }
 }
 
 // ANCHOR: presets
@@ -124,6 +208,7 @@ impl MgcaConfig {
             embed_dim: 128,
             num_prototypes: 500,
             objective: ObjectiveConfig::reference(image_encoder),
+            train: TrainConfig::reference(),
         }
     }
 
@@ -148,6 +233,7 @@ impl MgcaConfig {
             projection_hidden: 64,
             embed_dim: 32,
             num_prototypes: 16,
+            train: TrainConfig::smoke(),
             ..Self::reference_for(image_encoder)
         }
     }

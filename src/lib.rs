@@ -28,6 +28,7 @@ pub mod loss;
 pub mod model;
 pub mod parity;
 pub mod text;
+pub mod train;
 pub mod weights;
 
 /// The book's chapters, compiled as doctests so that a code block in prose that calls the

@@ -227,23 +227,31 @@ pub fn batches(
     seed: u32,
     prefetch: usize,
 ) -> mpsc::Receiver<Result<Batch, DataError>> {
-    transformed_batches(cache, rows, batch, Transform::Crop { mode, size: crop_size }, seed, prefetch)
+    transformed_batches(cache, rows, batch, Transform::Crop { mode, size: crop_size }, seed, 0, prefetch)
 }
 
-/// [`batches`] with any [`Transform`]. The random draws are made in row order on the
-/// producer thread, so the batches do not depend on how rayon schedules the work.
+/// The generator of batch `index` of a loader seeded with `seed`: each batch has its own, so
+/// a loader can start at any batch (a resumed run) and draw what it would have drawn.
+pub fn batch_rng(seed: u32, index: usize) -> LegacyRng {
+    LegacyRng::new(seed ^ (index as u32).wrapping_mul(0x9e37_79b9))
+}
+
+/// [`batches`] with any [`Transform`], numbering the batches from `first_batch` (see
+/// [`batch_rng`]). The random draws are made in row order on the producer thread, so the
+/// batches do not depend on how rayon schedules the work.
 pub fn transformed_batches(
     cache: std::sync::Arc<ImageCache>,
     rows: Vec<usize>,
     batch: usize,
     transform: Transform,
     seed: u32,
+    first_batch: usize,
     prefetch: usize,
 ) -> mpsc::Receiver<Result<Batch, DataError>> {
     let (tx, rx) = mpsc::sync_channel(prefetch.max(1));
     std::thread::spawn(move || {
-        let mut rng = LegacyRng::new(seed);
-        for chunk in rows.chunks(batch) {
+        for (index, chunk) in rows.chunks(batch).enumerate() {
+            let mut rng = batch_rng(seed, first_batch + index);
             let items: Result<Vec<Vec<f32>>, DataError> = match transform {
                 Transform::Crop { mode, size } => {
                     let span = (cache.side - size) as u64;

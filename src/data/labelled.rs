@@ -142,7 +142,8 @@ impl LabelledDataset {
         prefetch: usize,
     ) -> impl Iterator<Item = Result<LabelledBatch, DataError>> + '_ {
         let keep = if drop_last { order.len() / batch * batch } else { order.len() };
-        let images = transformed_batches(self.cache.clone(), order[..keep].to_vec(), batch, transform, seed, prefetch);
+        let images =
+            transformed_batches(self.cache.clone(), order[..keep].to_vec(), batch, transform, seed, 0, prefetch);
         images.into_iter().map(move |item| {
             let item = item?;
             let targets = item.rows.iter().flat_map(|&r| self.target(r).to_vec()).collect();

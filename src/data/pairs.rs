@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::DataError;
-use super::cache::{Crop, ImageCache, batches};
+use super::cache::{Crop, ImageCache, Transform, transformed_batches};
 use super::collate::{TextBatch, collate_text};
 use crate::text::tokenizer::ReportTokenizer;
 
@@ -77,6 +77,16 @@ impl PairDataset {
         self.cache.skipped.len()
     }
 
+    /// The side of the cached images.
+    pub fn side(&self) -> usize {
+        self.cache.side
+    }
+
+    /// The captions, in split order.
+    pub fn captions(&self) -> &[String] {
+        &self.captions
+    }
+
     /// Collated batches of `order` (e.g. a shuffled epoch of [`PairDataset::usable_rows`]),
     /// `batch` at a time, the last partial batch dropped as the reference's loaders do; images
     /// prepared `prefetch` batches ahead.
@@ -89,14 +99,41 @@ impl PairDataset {
         seed: u32,
         prefetch: usize,
     ) -> impl Iterator<Item = Result<PairBatch, DataError>> + 'a {
+        self.batches_from(tokenizer, order, batch, crop, 224, seed, 0, prefetch)
+    }
+
+    /// [`PairDataset::batches`] with a `crop_size` crop, starting at batch `first_batch` of
+    /// `order` (a resumed epoch) with the crops that batch would have had.
+    #[allow(clippy::too_many_arguments)]
+    pub fn batches_from<'a>(
+        &'a self,
+        tokenizer: &'a ReportTokenizer,
+        order: Vec<usize>,
+        batch: usize,
+        crop: Crop,
+        crop_size: usize,
+        seed: u32,
+        first_batch: usize,
+        prefetch: usize,
+    ) -> impl Iterator<Item = Result<PairBatch, DataError>> + 'a {
         let full = order.len() / batch * batch;
-        let images = batches(self.cache.clone(), order[..full].to_vec(), batch, 224, crop, seed, prefetch);
+        let start = (first_batch * batch).min(full);
+        let transform = Transform::Crop { mode: crop, size: crop_size };
+        let images = transformed_batches(
+            self.cache.clone(),
+            order[start..full].to_vec(),
+            batch,
+            transform,
+            seed,
+            first_batch,
+            prefetch,
+        );
         images.into_iter().map(move |item| {
             let item = item?;
             let captions: Vec<String> = item.rows.iter().map(|&r| self.captions[r].clone()).collect();
             let text = collate_text(tokenizer, &captions)
                 .map_err(|e| DataError::file(&e.path, format!("tokenising a caption: {}", e.message)))?;
-            let per_image = 3 * 224 * 224;
+            let per_image = 3 * crop_size * crop_size;
             let mut images = Vec::with_capacity(item.pixels.len());
             for &k in &text.order {
                 images.extend_from_slice(&item.pixels[k * per_image..(k + 1) * per_image]);

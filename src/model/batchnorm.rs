@@ -22,6 +22,10 @@ use crate::weights::{WeightError, WeightReader};
 pub enum Mode {
     /// Batch statistics; running statistics updated.
     Train,
+    /// Batch statistics; running statistics left as they are. For every shard of a virtual
+    /// batch but the first: the reference's DDP broadcasts rank 0's buffers before each
+    /// forward, so only the first shard's statistics survive a step.
+    TrainShard,
     /// Running statistics.
     Eval,
 }
@@ -70,6 +74,11 @@ impl<B: Backend> BatchNorm<B> {
         let dims = x.dims();
         let count = dims.iter().product::<usize>() / dims[1]; // values per channel
         let (mean, var) = match mode {
+            Mode::TrainShard => {
+                let mean = channel_mean(x.clone()); // [1, C, (1, 1)]
+                let var = channel_mean((x.clone() - mean.clone()).square()); // biased
+                (mean, var)
+            }
             Mode::Train => {
                 let mean = channel_mean(x.clone()); // [1, C, (1, 1)]
                 let var = channel_mean((x.clone() - mean.clone()).square()); // biased
@@ -155,5 +164,20 @@ mod tests {
         // The running variance moved towards the unbiased variance of 24 values per channel.
         let v: Vec<f32> = vb.into_data().to_vec().unwrap();
         assert!(v.iter().all(|&v| v > 1.0), "{v:?}");
+    }
+
+    /// A later shard normalises like the first but leaves the running statistics alone.
+    #[test]
+    fn a_later_shard_uses_batch_statistics_without_updating() {
+        let dev = cpu_device();
+        let x = Tensor::<Cpu, 2>::random([6, 3], Distribution::Normal(2.0, 3.0), &dev);
+        let (a, b) = (BatchNorm::<Cpu>::new(3, true, &dev), BatchNorm::<Cpu>::new(3, true, &dev));
+        let ya = a.forward(x.clone(), Mode::Train);
+        let yb = b.forward(x, Mode::TrainShard);
+        assert_eq!(ya.into_data(), yb.into_data());
+        let (mean, var) = b.running_stats();
+        assert_eq!(mean.into_data().to_vec::<f32>().unwrap(), vec![0.0; 3]);
+        assert_eq!(var.into_data().to_vec::<f32>().unwrap(), vec![1.0; 3]);
+        assert_ne!(a.running_stats().0.into_data().to_vec::<f32>().unwrap(), vec![0.0; 3]);
     }
 }

@@ -103,6 +103,24 @@ pub struct MgcaBatch<B: Backend> {
 }
 
 impl MgcaConfig {
+    /// [`MgcaConfig::init_model`] from the backend's generator seeded with `seed`, holding a
+    /// process-wide lock so that no other seeded initialisation draws in between.
+    pub fn init_model_seeded<B: Backend>(&self, seed: u64, device: &B::Device) -> Mgca<B> {
+        static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        B::seed(device, seed);
+        let model = self.init_model(device);
+        // burn initialises parameters lazily, on first use: draw them all now, under the lock.
+        struct Touch;
+        impl<B: Backend> burn::module::ModuleVisitor<B> for Touch {
+            fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<B, D>>) {
+                let _ = param.val();
+            }
+        }
+        burn::module::Module::visit(&model, &mut Touch);
+        model
+    }
+
     /// A randomly initialised model; the encoders' pretrained weights are loaded separately.
     pub fn init_model<B: Backend>(&self, device: &B::Device) -> Mgca<B> {
         let (h, d) = (self.projection_hidden, self.embed_dim);
@@ -229,6 +247,16 @@ impl<B: Backend> Mgca<B> {
             Tensor::from_data(normalize_prototypes(p).into_data(), &device).set_require_grad(trainable)
         });
         self
+    }
+
+    /// The prototype parameter's id (the optimiser's key; frozen in the first epoch).
+    pub fn prototype_id(&self) -> burn::module::ParamId {
+        self.prototypes.id
+    }
+
+    /// The prototypes as stored. `[K, d]`
+    pub fn prototypes(&self) -> Tensor<B, 2> {
+        self.prototypes.val()
     }
 
     /// The objective's inputs for one batch.

@@ -4,4 +4,5 @@
 //! **Deviation:** none at this level; each module states its own.
 
 pub mod tokenizer;
+pub mod vocab;
 pub mod words;

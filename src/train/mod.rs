@@ -1,0 +1,668 @@
+//! Pretraining: the MGCA loop over image–report pairs.
+//!
+//! One optimiser step takes `shards` batches of `shard_batch` pairs. Each shard is forwarded
+//! and back-propagated on its own — its own BatchNorm statistics, ITA negatives and Sinkhorn,
+//! as each of the reference's 2 GPUs computed them — and the shards' gradients are averaged
+//! (`ḡ = (g₁ + … + g_S) / S`, the DDP all-reduce). Then the prototype gradient is dropped in
+//! epoch 0, AdamW steps (decoupled weight decay 0.05 on every parameter that has a gradient,
+//! per-parameter step counts) at the schedule's learning rate. Shards run one after another
+//! on one device ("virtual shards"), or one per device with burn's collective all-reduce.
+//!
+//! Each epoch ends with validation (eval mode, the same shards), early stopping on the
+//! validation loss (patience 5), the best 5 checkpoints by validation loss and the last.
+//!
+//! Spec: `losses.md` §4.6 (freezing), §5 (logging, validation), §6 (order of operations);
+//! `hyperparameters.md` §1 and §3; `data.md` §2.4 and §8 (loaders).
+//!
+//! **Deviation:** the epoch's shuffle and the crops come from this crate's generator (seeded
+//! by the run's seed, the epoch and the batch), not torch's, so a run's batches differ from
+//! the reference's by chance; BERT's dropout (0.1 in the reference) is not applied yet.
+
+pub mod checkpoint;
+pub mod data;
+pub mod metrics;
+pub mod schedule;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::collective::{self, CollectiveConfig, PeerId, ReduceOperation};
+use burn::module::{AutodiffModule, Module, ModuleVisitor, Param, ParamId};
+use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Int, Tensor, TensorData};
+
+use crate::backend::GradientLink;
+use crate::config::MgcaConfig;
+use crate::data::DataError;
+use crate::data::cache::Crop;
+use crate::data::pairs::{PairBatch, PairDataset};
+use crate::data::sampling::LegacyRng;
+use crate::loss::{CtaEngine, Objective, ObjectiveOutput};
+use crate::model::batchnorm::Mode;
+use crate::model::mgca::{Mgca, MgcaBatch};
+use crate::text::tokenizer::ReportTokenizer;
+use checkpoint::TrainState;
+use metrics::{CsvLog, Losses};
+use schedule::CosineWarmup;
+
+/// Why a run stopped with an error.
+#[derive(Debug)]
+pub enum TrainError {
+    /// A data problem (names the file and row).
+    Data(DataError),
+    /// A checkpoint or output file problem.
+    Io(String),
+    /// The configuration cannot run.
+    Config(String),
+    /// A loss was NaN or infinite: the step was not applied and nothing was saved.
+    NonFinite { step: usize, epoch: usize, losses: Losses, last_checkpoint: Option<PathBuf> },
+}
+
+impl std::fmt::Display for TrainError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TrainError::Data(e) => write!(f, "{e}"),
+            TrainError::Io(m) | TrainError::Config(m) => f.write_str(m),
+            TrainError::NonFinite { step, epoch, losses, last_checkpoint } => {
+                write!(
+                    f,
+                    "non-finite loss at step {step} (epoch {epoch}): loss {} (ita {}, local {}, proto {}); the step was not applied",
+                    losses.loss, losses.loss_ita, losses.loss_local, losses.loss_proto
+                )?;
+                match last_checkpoint {
+                    Some(dir) => write!(f, "; the last good checkpoint is {}", dir.display()),
+                    None => write!(f, "; no checkpoint was written yet"),
+                }
+            }
+        }
+    }
+}
+
+impl std::error::Error for TrainError {}
+
+impl From<DataError> for TrainError {
+    fn from(e: DataError) -> Self {
+        TrainError::Data(e)
+    }
+}
+
+impl From<checkpoint::CheckpointError> for TrainError {
+    fn from(e: checkpoint::CheckpointError) -> Self {
+        TrainError::Io(e.0)
+    }
+}
+
+fn io(path: &Path, e: impl std::fmt::Display) -> TrainError {
+    TrainError::Io(format!("{}: {e}", path.display()))
+}
+
+/// The pairs a run trains and validates on.
+pub struct PretrainData {
+    pub train: PairDataset,
+    pub valid: Option<PairDataset>,
+    pub tokenizer: ReportTokenizer,
+}
+
+/// How to run (not hyperparameters: those are in [`MgcaConfig::train`]).
+#[derive(Debug, Clone)]
+pub struct RunOptions<D> {
+    /// The run folder: `metrics.csv`, `valid.csv`, `config.toml`, `checkpoints/`, `plot.svg`.
+    pub out: PathBuf,
+    /// Continue from `out/checkpoints/last` if it exists.
+    pub resume: bool,
+    /// One device: virtual shards. Several (as many as shards): one shard per device.
+    pub devices: Vec<D>,
+    /// Stop (as an interruption would, after saving `last`) once this many steps are done.
+    pub stop_after: Option<usize>,
+    /// Show a progress bar.
+    pub progress: bool,
+    /// How CTA is computed.
+    pub engine: CtaEngine,
+    /// Testing aid: make the loss of this step NaN, to exercise the guard.
+    pub inject_nan_at: Option<usize>,
+}
+
+impl<D> RunOptions<D> {
+    /// Defaults for `out` on `devices`: no resume, no progress bar, graph CTA.
+    pub fn new(out: impl Into<PathBuf>, devices: Vec<D>) -> Self {
+        Self {
+            out: out.into(),
+            resume: false,
+            devices,
+            stop_after: None,
+            progress: false,
+            engine: CtaEngine::Graph,
+            inject_nan_at: None,
+        }
+    }
+}
+
+/// What a finished (or interrupted) run reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSummary {
+    pub steps: usize,
+    pub epochs_completed: usize,
+    pub finished: bool,
+    pub stop_reason: Option<String>,
+    pub best_val: Option<f64>,
+    /// The last step's training losses.
+    pub last: Option<Losses>,
+    /// Pairs skipped because their image could not be read (train and valid).
+    pub skipped: usize,
+    /// Steps per second-free throughput of the whole run, pairs per second.
+    pub pairs_per_s: f64,
+}
+
+/// A collated batch as tensors on `device`.
+pub fn model_batch<B: Backend>(b: &PairBatch, crop: usize, device: &B::Device) -> MgcaBatch<B> {
+    let (n, l) = (b.rows.len(), b.text.length);
+    MgcaBatch {
+        images: Tensor::from_data(TensorData::new(b.images.clone(), [n, 3, crop, crop]), device),
+        ids: Tensor::<B, 2, Int>::from_data(TensorData::new(b.text.ids.clone(), [n, l]), device),
+        mask: Tensor::from_data(TensorData::new(b.text.mask.clone(), [n, l]), device),
+        words: b.text.words.clone(),
+    }
+}
+
+fn read_losses<B: Backend>(out: &ObjectiveOutput<B>) -> Losses {
+    let v = |t: &Tensor<B, 1>| t.clone().into_scalar().elem::<f64>();
+    Losses {
+        loss: v(&out.total),
+        loss_ita: v(&out.ita),
+        loss_local: v(&out.local),
+        loss_proto: v(&out.proto),
+        acc1: v(&out.acc1),
+        acc5: v(&out.acc5),
+    }
+}
+
+use burn::tensor::ElementConversion;
+
+/// Forward and backward of one shard: its gradients and losses.
+pub fn shard_gradients<B: AutodiffBackend + GradientLink>(
+    model: &Mgca<B>,
+    objective: &Objective,
+    batch: &PairBatch,
+    crop: usize,
+    mode: Mode,
+    poison: bool,
+) -> (GradientsParams, Losses) {
+    let device = model.prototypes().device();
+    let inputs = model.forward(model_batch::<B>(batch, crop, &device), mode);
+    let out = objective.forward(inputs);
+    let mut losses = read_losses(&out);
+    if poison {
+        losses.loss = f64::NAN;
+    }
+    let grads = out.total.backward();
+    (GradientsParams::from_grads(grads, model), losses)
+}
+
+/// The float parameters of a module: id and rank.
+struct FloatParams(Vec<(ParamId, usize)>);
+
+impl<B: Backend> ModuleVisitor<B> for FloatParams {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        self.0.push((param.id, D));
+    }
+}
+
+fn mean_one<B: Backend, const D: usize>(parts: &mut [GradientsParams], id: ParamId, out: &mut GradientsParams) {
+    let n = parts.len();
+    let mut sum: Option<Tensor<B, D>> = None;
+    for part in parts.iter_mut() {
+        if let Some(g) = part.remove::<B, D>(id) {
+            sum = Some(match sum {
+                None => g,
+                Some(s) => s + g,
+            });
+        }
+    }
+    if let Some(s) = sum {
+        // Sum, then divide by the shard count: the collective mean's arithmetic.
+        out.register::<B, D>(id, s.div_scalar(n as f32));
+    }
+}
+
+// ANCHOR: mean_gradients
+/// The mean of the shards' gradients, parameter by parameter (a missing gradient counts as 0,
+/// as in DDP).
+pub fn mean_gradients<B: AutodiffBackend>(model: &Mgca<B>, mut parts: Vec<GradientsParams>) -> GradientsParams {
+    let mut params = FloatParams(Vec::new());
+    model.visit(&mut params);
+    let mut out = GradientsParams::new();
+    for (id, rank) in params.0 {
+        match rank {
+            1 => mean_one::<B::InnerBackend, 1>(&mut parts, id, &mut out),
+            2 => mean_one::<B::InnerBackend, 2>(&mut parts, id, &mut out),
+            3 => mean_one::<B::InnerBackend, 3>(&mut parts, id, &mut out),
+            4 => mean_one::<B::InnerBackend, 4>(&mut parts, id, &mut out),
+            r => panic!("a rank-{r} parameter"),
+        }
+    }
+    out
+}
+// ANCHOR_END: mean_gradients
+
+type Adam<B> = burn::optim::adaptor::OptimizerAdaptor<burn::optim::AdamW, Mgca<B>, B>;
+
+fn optimizer<B: AutodiffBackend>(config: &MgcaConfig) -> Adam<B> {
+    let t = &config.train;
+    AdamWConfig::new()
+        .with_beta_1(t.beta1)
+        .with_beta_2(t.beta2)
+        .with_epsilon(t.adam_epsilon)
+        .with_weight_decay(t.weight_decay)
+        .init::<B, Mgca<B>>()
+}
+
+/// The epoch's order of the usable rows: a permutation seeded by the run's seed and the epoch.
+pub fn epoch_order(rows: &[usize], seed: u32, epoch: usize) -> Vec<usize> {
+    let mut rng = LegacyRng::new(seed ^ (epoch as u32 + 1).wrapping_mul(0x85eb_ca6b));
+    rng.permutation(rows.len()).into_iter().map(|i| rows[i]).collect()
+}
+
+fn crop_seed(seed: u32, epoch: usize) -> u32 {
+    seed.wrapping_mul(31).wrapping_add(epoch as u32).wrapping_mul(0x27d4_eb2f)
+}
+
+/// Mean losses of the validation pairs: batches of `shard_batch` in split order, the last
+/// partial one dropped, eval mode (running BatchNorm statistics), centre crops.
+pub fn validate<B: AutodiffBackend>(
+    model: &Mgca<B>,
+    config: &MgcaConfig,
+    objective: &Objective,
+    data: &PairDataset,
+    tokenizer: &ReportTokenizer,
+) -> Result<Losses, TrainError>
+where
+    B::InnerBackend: GradientLink,
+{
+    let t = &config.train;
+    let crop = config.image_size();
+    let model = model.valid();
+    let device = model.prototypes().device();
+    let mut all = Vec::new();
+    for batch in data.batches_from(tokenizer, data.usable_rows(), t.shard_batch, Crop::Centre, crop, t.seed, 0, 2) {
+        let batch = batch?;
+        let inputs = model.clone().renormalize_prototypes().forward(model_batch(&batch, crop, &device), Mode::Eval);
+        all.push(read_losses(&objective.forward(inputs)));
+    }
+    Ok(Losses::mean(&all))
+}
+
+/// Train `model` as `config` says on `data`, writing the run into `options.out`.
+pub fn pretrain<B>(
+    config: &MgcaConfig,
+    model: Mgca<B>,
+    data: &PretrainData,
+    options: &RunOptions<B::Device>,
+) -> Result<RunSummary, TrainError>
+where
+    B: AutodiffBackend + GradientLink,
+    B::InnerBackend: GradientLink,
+{
+    let t = &config.train;
+    let devices = &options.devices;
+    if devices.is_empty() {
+        return Err(TrainError::Config("no device given".into()));
+    }
+    if devices.len() > 1 && devices.len() != t.shards {
+        return Err(TrainError::Config(format!(
+            "{} devices for {} shards: give one device (virtual shards) or one per shard",
+            devices.len(),
+            t.shards
+        )));
+    }
+    let crop = config.image_size();
+    if data.train.side() < crop {
+        return Err(TrainError::Config(format!(
+            "the cache holds {} px images but the encoder takes {crop} px crops",
+            data.train.side()
+        )));
+    }
+    let objective = Objective::new(config.objective.clone()).with_engine(options.engine);
+    let out = &options.out;
+    let ckpt_dir = out.join("checkpoints");
+    std::fs::create_dir_all(&ckpt_dir).map_err(|e| io(&ckpt_dir, e))?;
+    let config_toml = toml::to_string_pretty(config).map_err(|e| TrainError::Config(e.to_string()))?;
+    std::fs::write(out.join("config.toml"), config_toml).map_err(|e| io(out, e))?;
+
+    let device = devices[0].clone();
+    let mut model = model.fork(&device);
+    let mut optim = optimizer::<B>(config);
+    let mut state = TrainState::default();
+    let last_dir = ckpt_dir.join("last");
+    if let Some(dir) = checkpoint::resolve(&last_dir).filter(|_| options.resume) {
+        state = checkpoint::load_state(&dir)?;
+        model = checkpoint::load_model(&dir, model, &device)?;
+        optim = optim.load_record(checkpoint::load_optimizer(&dir, &device)?);
+    }
+    let mut last_checkpoint = checkpoint::resolve(&last_dir);
+    let mut metrics =
+        CsvLog::open(&out.join("metrics.csv"), metrics::STEP_HEADER, state.step).map_err(|e| io(out, e))?;
+    let mut valid_log =
+        CsvLog::open(&out.join("valid.csv"), metrics::VALID_HEADER, state.epoch).map_err(|e| io(out, e))?;
+
+    let rows = data.train.usable_rows();
+    let global = t.shard_batch * t.shards;
+    let steps_per_epoch = rows.len() / global;
+    if steps_per_epoch == 0 {
+        return Err(TrainError::Config(format!(
+            "{} usable training pairs cannot fill one step of {} × {}",
+            rows.len(),
+            t.shards,
+            t.shard_batch
+        )));
+    }
+    let schedule = CosineWarmup::reference(
+        t.learning_rate,
+        t.min_learning_rate,
+        rows.len() / t.shard_batch,
+        t.shards,
+        t.epochs,
+        t.warmup_fraction,
+    );
+    let planned = t.max_steps.unwrap_or(usize::MAX).min(steps_per_epoch * t.epochs);
+    let bar =
+        if options.progress { indicatif::ProgressBar::new(planned as u64) } else { indicatif::ProgressBar::hidden() };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} ETA {eta} {msg}")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_position(state.step as u64);
+
+    let mut replicas = Replicas::new(&model, config, devices)?;
+    let started = Instant::now();
+    let mut pairs_done = 0usize;
+    let mut last_losses = None;
+    let skipped = data.train.skipped() + data.valid.as_ref().map_or(0, |v| v.skipped());
+
+    'epochs: while !state.finished && state.epoch < t.epochs {
+        let epoch = state.epoch;
+        let order = epoch_order(&rows, t.seed, epoch);
+        let first = state.step_in_epoch * t.shards;
+        let mut loader = data.train.batches_from(
+            &data.tokenizer,
+            order,
+            t.shard_batch,
+            Crop::Random,
+            crop,
+            crop_seed(t.seed, epoch),
+            first,
+            2 * t.shards,
+        );
+        while state.step_in_epoch < steps_per_epoch {
+            if t.max_steps.is_some_and(|m| state.step >= m) {
+                state.finished = true;
+                state.stop_reason = Some(format!("max_steps = {} reached", state.step));
+                break 'epochs;
+            }
+            if options.stop_after.is_some_and(|s| state.step >= s) {
+                break 'epochs;
+            }
+            let tick = Instant::now();
+            let shards: Vec<PairBatch> =
+                (0..t.shards).map(|_| loader.next().expect("a full step of batches")).collect::<Result<_, _>>()?;
+            let lr = schedule.lr(state.step);
+            let freeze = epoch < t.freeze_prototype_epochs;
+            let poison = options.inject_nan_at == Some(state.step);
+            let step_losses;
+            (model, optim, step_losses) =
+                replicas.step(model, optim, &objective, &shards, crop, lr, freeze, poison, |losses| {
+                    if losses.is_finite() {
+                        Ok(())
+                    } else {
+                        Err(TrainError::NonFinite {
+                            step: state.step,
+                            epoch,
+                            losses: *losses,
+                            last_checkpoint: last_checkpoint.clone(),
+                        })
+                    }
+                })?;
+            let pairs_per_s = global as f64 / tick.elapsed().as_secs_f64();
+            pairs_done += global;
+            metrics
+                .push(&metrics::step_row(state.step, epoch, lr, &step_losses, pairs_per_s))
+                .map_err(|e| io(out, e))?;
+            bar.set_message(format!(
+                "loss {:.3} (ita {:.3} local {:.3} proto {:.3}) acc1 {:.1} acc5 {:.1} {pairs_per_s:.1} pairs/s",
+                step_losses.loss,
+                step_losses.loss_ita,
+                step_losses.loss_local,
+                step_losses.loss_proto,
+                step_losses.acc1,
+                step_losses.acc5
+            ));
+            bar.inc(1);
+            last_losses = Some(step_losses);
+            state.step += 1;
+            state.step_in_epoch += 1;
+            if state.step % t.checkpoint_every == 0 && state.step_in_epoch < steps_per_epoch {
+                checkpoint::save(&last_dir, &model, Some(optim.to_record()), &state)?;
+                last_checkpoint = Some(last_dir.clone());
+            }
+        }
+        // The epoch is complete: validate, keep the best, decide whether to stop.
+        if let Some(valid) = &data.valid {
+            let losses = validate(&model, config, &objective, valid, &data.tokenizer)?;
+            valid_log.push(&metrics::valid_row(epoch, state.step, &losses)).map_err(|e| io(out, e))?;
+            bar.println(format!(
+                "epoch {epoch}: val_loss {:.4} (ita {:.4} local {:.4} proto {:.4}) val_acc1 {:.1}",
+                losses.loss, losses.loss_ita, losses.loss_local, losses.loss_proto, losses.acc1
+            ));
+            keep_best(&ckpt_dir, &model, &mut state, epoch, losses.loss, t.keep_best)?;
+            if state.best_val.is_none_or(|b| losses.loss < b) {
+                state.best_val = Some(losses.loss);
+                state.wait = 0;
+            } else {
+                state.wait += 1;
+            }
+            if state.wait >= t.patience {
+                state.finished = true;
+                state.stop_reason =
+                    Some(format!("early stopping: no lower val_loss for {} epochs (epoch {epoch})", t.patience));
+            }
+        }
+        state.epoch += 1;
+        state.step_in_epoch = 0;
+        if state.epoch >= t.epochs && !state.finished {
+            state.finished = true;
+            state.stop_reason = Some(format!("{} epochs done", t.epochs));
+        }
+        checkpoint::save(&last_dir, &model, Some(optim.to_record()), &state)?;
+        last_checkpoint = Some(last_dir.clone());
+    }
+    // Interrupted or finished: the last checkpoint holds exactly where the run is.
+    checkpoint::save(&last_dir, &model, Some(optim.to_record()), &state)?;
+    replicas.finish()?;
+    bar.finish_and_clear();
+    metrics::plot(out).map_err(TrainError::Io)?;
+    Ok(RunSummary {
+        steps: state.step,
+        epochs_completed: state.epoch,
+        finished: state.finished,
+        stop_reason: state.stop_reason.clone(),
+        best_val: state.best_val,
+        last: last_losses,
+        skipped,
+        pairs_per_s: pairs_done as f64 / started.elapsed().as_secs_f64().max(1e-9),
+    })
+}
+
+/// Keep the `keep` checkpoints with the lowest validation loss (a new one enters if it beats
+/// the worst kept).
+fn keep_best<B: AutodiffBackend>(
+    ckpt_dir: &Path,
+    model: &Mgca<B>,
+    state: &mut TrainState,
+    epoch: usize,
+    val_loss: f64,
+    keep: usize,
+) -> Result<(), TrainError> {
+    if keep == 0 || !val_loss.is_finite() {
+        return Ok(());
+    }
+    let enters = state.best.len() < keep || state.best.last().is_some_and(|w| val_loss < w.0);
+    if !enters {
+        return Ok(());
+    }
+    let name = format!("epoch={epoch:03}-val_loss={val_loss:.4}");
+    let no_optimizer: Option<<Adam<B> as Optimizer<Mgca<B>, B>>::Record> = None;
+    checkpoint::save(&ckpt_dir.join(&name), model, no_optimizer, state)?;
+    state.best.push((val_loss, epoch, name));
+    state.best.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    while state.best.len() > keep {
+        let (_, _, name) = state.best.pop().expect("non-empty");
+        let dir = ckpt_dir.join(name);
+        std::fs::remove_dir_all(&dir).map_err(|e| io(&dir, e))?;
+    }
+    Ok(())
+}
+
+/// A device's copy of the model and optimiser, and the device.
+type Replica<B> = (Mgca<B>, Adam<B>, burn::tensor::Device<B>);
+
+/// The per-shard work of one step, on one device (virtual shards) or one device per shard.
+struct Replicas<B: AutodiffBackend> {
+    /// For shards 1.. on their own devices: the model replica and its optimiser.
+    others: Vec<Option<Replica<B>>>,
+    collective: bool,
+}
+
+impl<B> Replicas<B>
+where
+    B: AutodiffBackend + GradientLink,
+{
+    fn new(model: &Mgca<B>, config: &MgcaConfig, devices: &[B::Device]) -> Result<Self, TrainError> {
+        if devices.len() == 1 {
+            return Ok(Self { others: Vec::new(), collective: false });
+        }
+        let others: Vec<_> =
+            devices[1..].iter().map(|d| Some((model.clone().fork(d), optimizer::<B>(config), d.clone()))).collect();
+        // Every peer registers at once (registration waits for all of them).
+        let n = devices.len();
+        let register = |peer: usize, device: B::Device| {
+            let config = CollectiveConfig::default().with_num_devices(n);
+            collective::register::<B::InnerBackend>(PeerId::from(peer), device, config)
+                .map_err(|e| TrainError::Config(format!("collective registration of device {peer}: {e:?}")))
+        };
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = devices[1..]
+                .iter()
+                .enumerate()
+                .map(|(i, d)| {
+                    let d = d.clone();
+                    scope.spawn(move || register(i + 1, d))
+                })
+                .collect();
+            register(0, devices[0].clone())?;
+            handles.into_iter().try_for_each(|h| h.join().expect("a registering thread"))
+        })?;
+        Ok(Self { others, collective: true })
+    }
+
+    /// One optimiser step over `shards`; `check` sees the mean losses before anything changes.
+    #[allow(clippy::too_many_arguments)]
+    fn step(
+        &mut self,
+        model: Mgca<B>,
+        optim: Adam<B>,
+        objective: &Objective,
+        shards: &[PairBatch],
+        crop: usize,
+        lr: f64,
+        freeze: bool,
+        poison: bool,
+        check: impl FnOnce(&Losses) -> Result<(), TrainError>,
+    ) -> Result<(Mgca<B>, Adam<B>, Losses), TrainError> {
+        if !self.collective {
+            let mut parts = Vec::with_capacity(shards.len());
+            let mut losses = Vec::with_capacity(shards.len());
+            for (k, shard) in shards.iter().enumerate() {
+                let model = model.clone().renormalize_prototypes();
+                let mode = if k == 0 { Mode::Train } else { Mode::TrainShard };
+                let (g, l) = shard_gradients(&model, objective, shard, crop, mode, poison && k == 0);
+                parts.push(g);
+                losses.push(l);
+            }
+            let mean = Losses::mean(&losses);
+            check(&mean)?;
+            let model = model.renormalize_prototypes();
+            let mut grads = mean_gradients(&model, parts);
+            if freeze {
+                grads.remove::<B::InnerBackend, 2>(model.prototype_id());
+            }
+            let mut optim = optim;
+            let model = optim.step(lr, model, grads);
+            return Ok((model, optim, mean));
+        }
+        // One shard per device: each device forwards, back-propagates, all-reduces and steps
+        // its own replica; every replica ends the step with the same weights.
+        let run = |peer: usize, model: Mgca<B>, mut optim: Adam<B>, shard: &PairBatch| {
+            let model = model.renormalize_prototypes();
+            let mode = if peer == 0 { Mode::Train } else { Mode::TrainShard };
+            let (g, l) = shard_gradients(&model, objective, shard, crop, mode, poison && peer == 0);
+            let mut grads = g
+                .all_reduce::<B::InnerBackend>(PeerId::from(peer), ReduceOperation::Mean)
+                .map_err(|e| TrainError::Config(format!("all-reduce on device {peer}: {e:?}")))?;
+            if freeze {
+                grads.remove::<B::InnerBackend, 2>(model.prototype_id());
+            }
+            let model = if l.is_finite() { optim.step(lr, model, grads) } else { model };
+            Ok::<_, TrainError>((model, optim, l))
+        };
+        let others = &mut self.others;
+        let (first, rest) = std::thread::scope(|scope| {
+            let handles: Vec<_> = others
+                .iter_mut()
+                .zip(&shards[1..])
+                .enumerate()
+                .map(|(i, (slot, shard))| {
+                    let (m, o, d) = slot.take().expect("a replica");
+                    let run = &run;
+                    scope.spawn(move || (run(i + 1, m, o, shard), d))
+                })
+                .collect();
+            let first = run(0, model, optim, &shards[0]);
+            let rest: Vec<_> = handles.into_iter().map(|h| h.join().expect("a device thread")).collect();
+            (first, rest)
+        });
+        let mut losses = Vec::new();
+        let (model, optim, l0) = first?;
+        losses.push(l0);
+        for ((result, device), slot) in rest.into_iter().zip(self.others.iter_mut()) {
+            let (m, o, l) = result?;
+            losses.push(l);
+            *slot = Some((m, o, device));
+        }
+        let mean = Losses::mean(&losses);
+        check(&mean)?;
+        Ok((model, optim, mean))
+    }
+
+    fn finish(&mut self) -> Result<(), TrainError> {
+        if !self.collective {
+            return Ok(());
+        }
+        let n = self.others.len() + 1;
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (1..n)
+                .map(|p| scope.spawn(move || collective::finish_collective::<B::InnerBackend>(PeerId::from(p))))
+                .collect();
+            let first = collective::finish_collective::<B::InnerBackend>(PeerId::from(0));
+            let rest: Vec<_> = handles.into_iter().map(|h| h.join().expect("a finishing thread")).collect();
+            std::iter::once(first)
+                .chain(rest)
+                .try_for_each(|r| r.map_err(|e| TrainError::Config(format!("collective finish: {e:?}"))))
+        })?;
+        self.collective = false;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

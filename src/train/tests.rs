@@ -1,0 +1,200 @@
+//! The trainer's guarantees on the CPU backend, on the tiny synthetic MIMIC-CXR.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
+
+use super::*;
+use crate::backend::{CpuAutodiff, cpu_device};
+use crate::data::synth::Scale;
+
+/// The smoke model with a tiny step: 2 shards of 4 pairs, 2 epochs, a checkpoint every 2 steps.
+fn config() -> MgcaConfig {
+    let mut c = MgcaConfig::smoke();
+    c.train.shard_batch = 4;
+    c.train.epochs = 2;
+    c.train.checkpoint_every = 2;
+    c
+}
+
+/// The data, generated and prepared once for all tests of this module.
+fn data_dir() -> &'static PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("mgca-train-{}", std::process::id()));
+        data::synthetic_pairs(&dir, Scale::Tiny, 11, &config()).unwrap();
+        dir
+    })
+}
+
+fn pairs() -> PretrainData {
+    data::synthetic_pairs(data_dir(), Scale::Tiny, 11, &config()).unwrap()
+}
+
+fn fresh_model(config: &MgcaConfig) -> Mgca<CpuAutodiff> {
+    config.init_model_seeded::<CpuAutodiff>(config.train.seed as u64, &cpu_device())
+}
+
+/// Every float parameter's values, in visiting order.
+struct Values(Vec<Vec<f32>>);
+
+impl<B: Backend> ModuleVisitor<B> for Values {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        self.0.push(param.val().into_data().to_vec::<f32>().unwrap());
+    }
+}
+
+fn values(model: &Mgca<CpuAutodiff>) -> Vec<Vec<f32>> {
+    let mut v = Values(Vec::new());
+    model.visit(&mut v);
+    v.0
+}
+
+fn weights_of(run: &Path, config: &MgcaConfig) -> Vec<Vec<f32>> {
+    let dir = checkpoint::resolve(&run.join("checkpoints/last")).unwrap();
+    values(&checkpoint::load_model(&dir, fresh_model(config), &cpu_device()).unwrap())
+}
+
+/// Panics with the first differing parameter and position, if any.
+fn assert_same(a: &[Vec<f32>], b: &[Vec<f32>], what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: parameter counts");
+    for (k, (x, y)) in a.iter().zip(b).enumerate() {
+        assert_eq!(x.len(), y.len(), "{what}: parameter {k} sizes");
+        if let Some(i) = (0..x.len()).find(|&i| x[i].to_bits() != y[i].to_bits()) {
+            panic!("{what}: parameter {k} differs at {i}: {} vs {}", x[i], y[i]);
+        }
+    }
+}
+
+fn losses_of(run: &Path) -> Vec<f64> {
+    metrics::read_column(&run.join("metrics.csv"), "loss").unwrap()
+}
+
+fn run_dir(name: &str) -> PathBuf {
+    let dir = data_dir().join("runs").join(name);
+    std::fs::remove_dir_all(&dir).ok();
+    dir
+}
+
+fn train(config: &MgcaConfig, options: &RunOptions<burn::tensor::Device<CpuAutodiff>>) -> RunSummary {
+    pretrain(config, fresh_model(config), &pairs(), options).unwrap()
+}
+
+/// Same seed, same run; a run stopped after 3 steps and resumed ends with the same weights,
+/// bit for bit, and the same losses as the run that was never stopped; the run folder holds
+/// what a user expects.
+#[test]
+fn determinism_and_exact_resume() {
+    let config = config();
+    let whole = run_dir("whole");
+    let summary =
+        train(&config, &RunOptions { engine: CtaEngine::FusedCpu, ..RunOptions::new(&whole, vec![cpu_device()]) });
+    assert!(summary.finished && summary.steps >= 4, "{summary:?}");
+    assert_eq!(summary.epochs_completed, 2);
+    for file in ["metrics.csv", "valid.csv", "config.toml", "plot.svg", "checkpoints/last/model.mpk"] {
+        assert!(whole.join(file).exists(), "{file}");
+    }
+    let saved: MgcaConfig = toml::from_str(&std::fs::read_to_string(whole.join("config.toml")).unwrap()).unwrap();
+    assert_eq!(saved, config);
+    let best = checkpoint::load_state(&whole.join("checkpoints/last")).unwrap().best;
+    assert_eq!(best.len(), 2, "both epochs are among the best 5");
+    assert!(whole.join("checkpoints").join(&best[0].2).join("model.mpk").exists());
+
+    let again = run_dir("again");
+    train(&config, &RunOptions { engine: CtaEngine::FusedCpu, ..RunOptions::new(&again, vec![cpu_device()]) });
+    assert_same(&weights_of(&again, &config), &weights_of(&whole, &config), "same seed, same weights");
+
+    let resumed = run_dir("resumed");
+    let first = train(
+        &config,
+        &RunOptions {
+            engine: CtaEngine::FusedCpu,
+            stop_after: Some(3),
+            ..RunOptions::new(&resumed, vec![cpu_device()])
+        },
+    );
+    assert_eq!((first.steps, first.finished), (3, false));
+    assert!(weights_of(&resumed, &config) != weights_of(&whole, &config));
+    let rest = train(
+        &config,
+        &RunOptions { engine: CtaEngine::FusedCpu, resume: true, ..RunOptions::new(&resumed, vec![cpu_device()]) },
+    );
+    assert_eq!(rest.steps, summary.steps);
+    assert_same(&weights_of(&resumed, &config), &weights_of(&whole, &config), "resumed = never stopped");
+    assert_eq!(losses_of(&resumed), losses_of(&whole));
+    assert_eq!(
+        metrics::read_column(&resumed.join("valid.csv"), "val_loss").unwrap(),
+        metrics::read_column(&whole.join("valid.csv"), "val_loss").unwrap()
+    );
+}
+
+/// Two devices (one shard each, gradients all-reduced by burn's collective) give the same
+/// weights as two virtual shards on one device.
+#[test]
+fn two_devices_equal_virtual_shards() {
+    let mut config = config();
+    config.train.epochs = 1;
+    let virtual_run = run_dir("virtual");
+    train(&config, &RunOptions::new(&virtual_run, vec![cpu_device()]));
+    let devices_run = run_dir("devices");
+    train(&config, &RunOptions::new(&devices_run, vec![cpu_device(), cpu_device()]));
+    assert_same(&weights_of(&devices_run, &config), &weights_of(&virtual_run, &config), "2 devices = 2 virtual shards");
+    assert_eq!(losses_of(&devices_run), losses_of(&virtual_run));
+    // And the two engines of CTA agree on the losses of a short run.
+    let fused = run_dir("fused");
+    train(&config, &RunOptions { engine: CtaEngine::FusedCpu, ..RunOptions::new(&fused, vec![cpu_device()]) });
+    for (a, b) in losses_of(&fused).iter().zip(losses_of(&virtual_run)) {
+        assert!((a - b).abs() <= 1e-4 * b.abs(), "{a} vs {b}");
+    }
+}
+
+/// A NaN loss stops the run with a message naming the step and the last good checkpoint,
+/// which is left as it was.
+#[test]
+fn a_non_finite_loss_stops_and_keeps_the_last_checkpoint() {
+    let config = config();
+    let run = run_dir("nan");
+    let options =
+        RunOptions { inject_nan_at: Some(4), engine: CtaEngine::FusedCpu, ..RunOptions::new(&run, vec![cpu_device()]) };
+    let err = pretrain(&config, fresh_model(&config), &pairs(), &options).unwrap_err();
+    let message = err.to_string();
+    assert!(matches!(err, TrainError::NonFinite { step: 4, .. }), "{message}");
+    assert!(message.contains("step 4") && message.contains("checkpoints/last"), "{message}");
+    let state = checkpoint::load_state(&run.join("checkpoints/last")).unwrap();
+    assert_eq!(state.step, 4, "the checkpoint of step 4 is intact");
+    assert_eq!(losses_of(&run).len(), 4, "no row for the failed step");
+}
+
+/// The prototypes get no update in epoch 0 (they stay the normalised initial ones) and move
+/// from epoch 1 on.
+#[test]
+fn prototypes_are_frozen_in_the_first_epoch() {
+    let config = config();
+    let initial = fresh_model(&config).renormalize_prototypes().prototypes().into_data().to_vec::<f32>().unwrap();
+    let steps_per_epoch = {
+        let d = pairs();
+        d.train.usable_rows().len() / (config.train.shard_batch * config.train.shards)
+    };
+    let run = run_dir("freeze");
+    let options = RunOptions {
+        stop_after: Some(steps_per_epoch),
+        engine: CtaEngine::FusedCpu,
+        ..RunOptions::new(&run, vec![cpu_device()])
+    };
+    train(&config, &options);
+    let load = || {
+        let dir = checkpoint::resolve(&run.join("checkpoints/last")).unwrap();
+        checkpoint::load_model(&dir, fresh_model(&config), &cpu_device()).unwrap()
+    };
+    // Re-normalising every step moves the last bits only; one AdamW step would move them by
+    // about the learning rate (2e-3), and weight decay alone by 1e-4 of their size.
+    let drift = |p: &[f32]| p.iter().zip(&initial).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    let frozen = load().prototypes().into_data().to_vec::<f32>().unwrap();
+    assert!(drift(&frozen) < 1e-6, "{}", drift(&frozen));
+    train(&config, &RunOptions { resume: true, stop_after: Some(steps_per_epoch + 1), ..options });
+    let moved = load().prototypes().into_data().to_vec::<f32>().unwrap();
+    assert!(drift(&moved) > 1e-4, "{}", drift(&moved));
+}
