@@ -247,14 +247,20 @@ pub fn mean_gradients<B: AutodiffBackend>(model: &Mgca<B>, mut parts: Vec<Gradie
 
 type Adam<B> = burn::optim::adaptor::OptimizerAdaptor<burn::optim::AdamW, Mgca<B>, B>;
 
-fn optimizer<B: AutodiffBackend>(config: &MgcaConfig) -> Adam<B> {
+/// AdamW as the reference configures it: one group, decoupled weight decay on every
+/// parameter, per-parameter step counts (burn's AdamW keeps one per parameter and skips a
+/// parameter without a gradient, as PyTorch does).
+pub fn adamw(config: &MgcaConfig) -> AdamWConfig {
     let t = &config.train;
     AdamWConfig::new()
         .with_beta_1(t.beta1)
         .with_beta_2(t.beta2)
         .with_epsilon(t.adam_epsilon)
         .with_weight_decay(t.weight_decay)
-        .init::<B, Mgca<B>>()
+}
+
+fn optimizer<B: AutodiffBackend>(config: &MgcaConfig) -> Adam<B> {
+    adamw(config).init::<B, Mgca<B>>()
 }
 
 /// The epoch's order of the usable rows: a permutation seeded by the run's seed and the epoch.

@@ -198,3 +198,51 @@ fn prototypes_are_frozen_in_the_first_epoch() {
     let moved = load().prototypes().into_data().to_vec::<f32>().unwrap();
     assert!(drift(&moved) > 1e-4, "{}", drift(&moved));
 }
+
+#[derive(Module, Debug)]
+struct Two<B: Backend> {
+    a: Param<Tensor<B, 2>>,
+    b: Param<Tensor<B, 1>>,
+}
+
+/// Our AdamW against `torch.optim.AdamW` (`golden/pytorch/adamw/`): 6 steps at the schedule's
+/// learning rates, the second parameter without gradient for the first 3 (its step count
+/// starts late, as the frozen prototypes' does).
+#[test]
+fn adamw_matches_pytorch() {
+    use burn::optim::{GradientsParams, Optimizer};
+    use burn::tensor::TensorData;
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("golden/pytorch/adamw/expected.json");
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let vec =
+        |v: &serde_json::Value| v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect::<Vec<_>>();
+    let dev = cpu_device();
+    let mut two = Two::<CpuAutodiff> {
+        a: Param::from_tensor(Tensor::from_data(TensorData::new(vec(&json["init"]["a"]), [3, 4]), &dev)),
+        b: Param::from_tensor(Tensor::from_data(TensorData::new(vec(&json["init"]["b"]), [5]), &dev)),
+    };
+    let mut optim = adamw(&MgcaConfig::reference()).init::<CpuAutodiff, Two<CpuAutodiff>>();
+    for step in json["steps"].as_array().unwrap() {
+        let mut grads = GradientsParams::new();
+        grads.register::<crate::backend::Cpu, 2>(
+            two.a.id,
+            Tensor::from_data(TensorData::new(vec(&step["a"]), [3, 4]), &dev),
+        );
+        if !step["b"].is_null() {
+            grads.register::<crate::backend::Cpu, 1>(
+                two.b.id,
+                Tensor::from_data(TensorData::new(vec(&step["b"]), [5]), &dev),
+            );
+        }
+        two = optim.step(step["lr"].as_f64().unwrap(), two, grads);
+    }
+    for (name, got) in [
+        ("a", two.a.val().into_data().to_vec::<f32>().unwrap()),
+        ("b", two.b.val().into_data().to_vec::<f32>().unwrap()),
+    ] {
+        let want = vec(&json["final"][name]);
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g - w).abs() <= 1e-6 + 1e-6 * w.abs(), "{name}: {g} vs {w}");
+        }
+    }
+}
