@@ -236,6 +236,56 @@ impl<B: Backend> Mgca<B> {
     }
 }
 
+/// Where a run's encoders start from (the paper tier): ImageNet weights for the image encoder
+/// (DeiT-B/16 or torchvision ResNet-50) and Bio_ClinicalBERT for the text encoder.
+#[derive(Debug, Clone, Default)]
+pub struct EncoderWeights {
+    /// A DeiT checkpoint (ViT) or a torchvision ResNet-50 state dict (ResNet).
+    pub image: Option<std::path::PathBuf>,
+    /// Bio_ClinicalBERT's `pytorch_model.bin` (its first `layers` layers are used).
+    pub text: Option<std::path::PathBuf>,
+}
+
+impl<B: Backend> Mgca<B> {
+    /// Replace the encoders by pretrained ones, read through the `deit`,
+    /// `torchvision-resnet` and `bio-clinicalbert` key tables; their shapes must be `config`'s.
+    pub fn with_encoders(
+        mut self,
+        config: &MgcaConfig,
+        from: &EncoderWeights,
+        device: &B::Device,
+    ) -> Result<Self, String> {
+        use crate::weights::keymap::Layout;
+        let open = |path: &std::path::Path, layout: Layout| -> Result<WeightReader, String> {
+            let checkpoint = crate::weights::torch::Checkpoint::open(path).map_err(|e| e.to_string())?;
+            let import = layout.keymap().import(&checkpoint).map_err(|e| e.to_string())?;
+            Ok(WeightReader::new(import.tensors))
+        };
+        if let Some(path) = &from.image {
+            let named = |e: WeightError| format!("{}: {e}", path.display());
+            self.image = match config.image_encoder {
+                ImageEncoderKind::VitBase => {
+                    let mut w = open(path, Layout::Deit)?;
+                    w.set_prefix("image.");
+                    ImageEncoder::Vit(Vit::load(&config.vit, &mut w, device).map_err(named)?)
+                }
+                ImageEncoderKind::Resnet50 => {
+                    let mut w = open(path, Layout::TorchvisionResnet)?;
+                    w.set_prefix("image.");
+                    ImageEncoder::ResNet(ResNet::load(&config.resnet, &mut w, device).map_err(named)?)
+                }
+            };
+        }
+        if let Some(path) = &from.text {
+            let mut w = open(path, Layout::BioClinicalBert)?;
+            w.set_prefix("text.");
+            self.text =
+                bert::Bert::load(&config.bert, &mut w, device).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        Ok(self)
+    }
+}
+
 // ANCHOR: forward
 impl<B: Backend> Mgca<B> {
     /// Re-normalise the prototype rows (outside autograd), as the reference does before every
@@ -348,6 +398,46 @@ mod tests {
         let (a, b) = (results[0], results[1]);
         let close = |x: f32, y: f32| (x - y).abs() <= 1e-4 * x.abs().max(y.abs());
         assert!(close(a.0, b.0) && close(a.1, b.1) && close(a.2, b.2) && close(a.3, b.3), "{kind:?}: {a:?} vs {b:?}");
+    }
+
+    /// Encoders from DeiT- and Bio_ClinicalBERT-style checkpoints written by `torch.save`
+    /// (`golden/pytorch/checkpoints/`): the weights arrive, and a file
+    /// of the wrong kind is an error naming it.
+    #[test]
+    fn encoders_start_from_their_checkpoints() {
+        let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("golden/pytorch/checkpoints");
+        let reader = |file: &str, layout: crate::weights::keymap::Layout, prefix: &str| {
+            let checkpoint = crate::weights::torch::Checkpoint::open(&dir.join(file)).unwrap();
+            let mut r = WeightReader::new(layout.keymap().import(&checkpoint).unwrap().tensors);
+            r.set_prefix(prefix);
+            r
+        };
+        use crate::weights::keymap::Layout;
+        let mut config = MgcaConfig::smoke();
+        config.vit = vit::config_from_weights(&reader("deit_style.pth", Layout::Deit, "image."), 2).unwrap();
+        config.bert =
+            bert::config_from_weights(&reader("bio_clinicalbert_style.bin", Layout::BioClinicalBert, "text."), 2, None)
+                .unwrap();
+        let model = config.init_model::<CpuAutodiff>(&cpu_device());
+        let before = model.image.first_weight().into_data();
+        let from = EncoderWeights {
+            image: Some(dir.join("deit_style.pth")),
+            text: Some(dir.join("bio_clinicalbert_style.bin")),
+        };
+        let loaded = model.with_encoders(&config, &from, &cpu_device()).unwrap();
+        let after = loaded.image.first_weight().into_data();
+        assert_ne!(before, after);
+        let checkpoint = crate::weights::torch::Checkpoint::open(&dir.join("deit_style.pth")).unwrap();
+        let import = crate::weights::keymap::Layout::Deit.keymap().import(&checkpoint).unwrap();
+        let mut reader = WeightReader::new(import.tensors);
+        let want = reader
+            .tensor::<crate::backend::Cpu, 4>(&cpu_device(), "image.patch_embed.proj.weight", &after.shape)
+            .unwrap();
+        assert_eq!(after.to_vec::<f32>().unwrap(), want.into_data().to_vec::<f32>().unwrap());
+        let wrong = EncoderWeights { image: Some(dir.join("bio_clinicalbert_style.bin")), text: None };
+        let err =
+            config.init_model::<CpuAutodiff>(&cpu_device()).with_encoders(&config, &wrong, &cpu_device()).unwrap_err();
+        assert!(err.contains("bio_clinicalbert_style.bin"), "{err}");
     }
 
     #[test]

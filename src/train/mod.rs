@@ -119,6 +119,8 @@ pub struct RunOptions<D> {
     pub progress: bool,
     /// How CTA is computed.
     pub engine: CtaEngine,
+    /// Without a progress bar, print one line per epoch to stderr.
+    pub log_epochs: bool,
     /// Testing aid: make the loss of this step NaN, to exercise the guard.
     pub inject_nan_at: Option<usize>,
 }
@@ -133,6 +135,7 @@ impl<D> RunOptions<D> {
             stop_after: None,
             progress: false,
             engine: CtaEngine::Graph,
+            log_epochs: false,
             inject_nan_at: None,
         }
     }
@@ -456,10 +459,15 @@ where
         if let Some(valid) = &data.valid {
             let losses = validate(&model, config, &objective, valid, &data.tokenizer)?;
             valid_log.push(&metrics::valid_row(epoch, state.step, &losses)).map_err(|e| io(out, e))?;
-            bar.println(format!(
+            let line = format!(
                 "epoch {epoch}: val_loss {:.4} (ita {:.4} local {:.4} proto {:.4}) val_acc1 {:.1}",
                 losses.loss, losses.loss_ita, losses.loss_local, losses.loss_proto, losses.acc1
-            ));
+            );
+            if options.progress {
+                bar.println(line);
+            } else if options.log_epochs {
+                eprintln!("{line}");
+            }
             keep_best(&ckpt_dir, &model, &mut state, epoch, losses.loss, t.keep_best)?;
             if state.best_val.is_none_or(|b| losses.loss < b) {
                 state.best_val = Some(losses.loss);
@@ -672,3 +680,6 @@ where
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod golden;

@@ -31,6 +31,33 @@ enum Task {
         #[arg(long)]
         serve: bool,
     },
+    /// Regenerate the paper's experiments (those that exist so far: pretraining) and write
+    /// `OUT/report.md`. Without `--data`, the smoke tier on generated synthetic data.
+    Reproduce {
+        /// Which experiment, or `all`.
+        #[arg(value_enum)]
+        which: Experiment,
+        /// `smoke` (CPU, minutes, synthetic data) or `paper` (the published configuration).
+        #[arg(long, value_enum)]
+        tier: Option<Tier>,
+        /// The MIMIC-CXR-JPG 2.0.0 folder (paper tier).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Where run folders and the report go.
+        #[arg(long, default_value = "runs")]
+        out: PathBuf,
+        /// GPU indices for the paper tier, e.g. `0,1`.
+        #[arg(long)]
+        devices: Option<String>,
+        /// Continue interrupted runs from their last checkpoints.
+        #[arg(long)]
+        resume: bool,
+    },
+    /// Golden files of the regression tests.
+    Golden {
+        #[arg(value_enum)]
+        action: GoldenAction,
+    },
     /// Run a benchmark beside its PyTorch counterpart and print the ratio.
     Bench {
         /// Which benchmark.
@@ -59,11 +86,34 @@ enum BenchKind {
 
 type Result<T = ()> = std::result::Result<T, String>;
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Experiment {
+    Pretrain,
+    All,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Tier {
+    Smoke,
+    Paper,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum GoldenAction {
+    /// Rewrite `golden/runs/` from a fresh smoke run and update the snapshots; review the diff
+    /// like code.
+    Bless,
+}
+
 fn main() -> ExitCode {
     let result = match Cli::parse().task {
         Task::Ci => ci(),
         Task::Assets => assets(),
         Task::Book { serve } => book::build(&root(), serve),
+        Task::Reproduce { which, tier, data, out, devices, resume } => {
+            reproduce(which, tier, data, out, devices, resume)
+        }
+        Task::Golden { action: GoldenAction::Bless } => golden_bless(),
         Task::Bench { which: BenchKind::Losses, python, threads } => bench_losses(python, threads),
         Task::Bench { which: BenchKind::Encoders, python, threads } => bench_encoders(python, threads),
         Task::Bench { which: BenchKind::Data, python, .. } => bench_data(python),
@@ -121,6 +171,94 @@ fn ci() -> Result {
 
     book::build(&root(), false)?;
     eprintln!("xtask: ci passed in {:.1} min", started.elapsed().as_secs_f64() / 60.0);
+    Ok(())
+}
+
+/// `cargo run -p mgca-reproductions --bin NAME` (release and CUDA for the paper tier).
+fn reproduction(name: &str, paper: bool) -> Command {
+    let mut c = cargo();
+    c.args(["run", "-q", "-p", "mgca-reproductions", "--bin", name]);
+    if paper {
+        c.args(["--release", "--features", "cuda"]);
+    }
+    c.arg("--");
+    c
+}
+
+fn reproduce(
+    which: Experiment,
+    tier: Option<Tier>,
+    data: Option<PathBuf>,
+    out: PathBuf,
+    devices: Option<String>,
+    resume: bool,
+) -> Result {
+    let tier = tier.unwrap_or(if data.is_some() { Tier::Paper } else { Tier::Smoke });
+    if tier == Tier::Paper && data.is_none() {
+        return Err("the paper tier needs --data DIR (MIMIC-CXR-JPG 2.0.0); without data, run the smoke tier".into());
+    }
+    if tier == Tier::Smoke {
+        eprintln!("xtask: smoke tier: every experiment on generated synthetic data, on the CPU");
+    }
+    let out = if out.is_absolute() { out } else { root().join(out) };
+    let configs: &[&str] = match tier {
+        Tier::Smoke => &["reproductions/configs/pretrain/smoke.toml"],
+        Tier::Paper => {
+            &["reproductions/configs/pretrain/paper_vit.toml", "reproductions/configs/pretrain/paper_resnet.toml"]
+        }
+    };
+    let _ = which; // pretraining is every experiment that exists so far
+    for config in configs {
+        let mut cmd = reproduction("pretrain", tier == Tier::Paper);
+        cmd.arg("--config").arg(root().join(config)).arg("--out").arg(&out);
+        if let Some(d) = &data {
+            cmd.arg("--data").arg(d);
+        }
+        if let Some(d) = &devices {
+            cmd.arg("--devices").arg(d);
+        }
+        if resume {
+            cmd.arg("--resume");
+        }
+        run(cmd, &format!("pretrain ({config})"))?;
+    }
+    let mut report = reproduction("report", false);
+    report.arg("--out").arg(&out);
+    run(report, "report")?;
+    eprintln!("xtask: report in {}", out.join("report.md").display());
+    Ok(())
+}
+
+/// The run-level golden files: the smoke pretraining run's per-step losses
+/// (`golden/runs/smoke/pretrain.csv`) and the replay test's snapshot.
+fn golden_bless() -> Result {
+    let out = target_dir()?.join("golden-bless");
+    std::fs::remove_dir_all(&out).ok();
+    let mut cmd = reproduction("pretrain", false);
+    cmd.arg("--config")
+        .arg(root().join("reproductions/configs/pretrain/smoke.toml"))
+        .arg("--out")
+        .arg(&out)
+        .arg("--no-progress");
+    run(cmd, "the smoke pretraining run")?;
+    let metrics = out.join("pretrain-smoke/metrics.csv");
+    let text = std::fs::read_to_string(&metrics).map_err(|e| format!("{}: {e}", metrics.display()))?;
+    // Everything but the wall-clock throughput, which no two runs share.
+    let golden: String = text
+        .lines()
+        .map(|l| {
+            let cells: Vec<&str> = l.split(',').collect();
+            cells[..cells.len() - 1].join(",") + "\n"
+        })
+        .collect();
+    let path = root().join("golden/runs/smoke/pretrain.csv");
+    std::fs::create_dir_all(path.parent().expect("a folder")).map_err(|e| e.to_string())?;
+    std::fs::write(&path, golden).map_err(|e| format!("{}: {e}", path.display()))?;
+    eprintln!("xtask: wrote {}", path.display());
+    let mut test = cargo();
+    test.args(["test", "-p", "mgca", "--lib", "train::golden"]).env("INSTA_UPDATE", "always");
+    run(test, "the replay snapshot (INSTA_UPDATE=always)")?;
+    eprintln!("xtask: review `git diff golden/` like code before committing");
     Ok(())
 }
 

@@ -1,0 +1,196 @@
+//! `pretrain`: MGCA pretraining from an experiment file (`reproductions/configs/pretrain/`).
+//!
+//! The smoke tier generates the synthetic MIMIC-CXR if absent and trains on the CPU; the paper
+//! tier reads MIMIC-CXR-JPG (`--data`), starts the encoders from DeiT/torchvision and
+//! Bio_ClinicalBERT, and runs on the GPUs given (`--features cuda`). The run folder
+//! `OUT/<name>/` receives `config.toml`, `metrics.csv`, `valid.csv`, `plot.svg`,
+//! `checkpoints/` and `summary.json`.
+//!
+//! Spec: `hyperparameters.md` §1 (the published run).
+//!
+//! **Deviation:** none beyond the trainer's (see `mgca::train`).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Parser;
+use mgca::experiment::{Experiment, Tier};
+use mgca::model::mgca::EncoderWeights;
+use mgca::train::data::{TextSource, mimic_pairs, synthetic_pairs};
+use mgca::train::{RunOptions, RunSummary, pretrain};
+
+#[derive(Parser)]
+#[command(name = "pretrain", about = "MGCA pretraining from an experiment file")]
+struct Args {
+    /// The experiment file.
+    #[arg(long, default_value = "reproductions/configs/pretrain/smoke.toml")]
+    config: PathBuf,
+    /// Where run folders go.
+    #[arg(long, default_value = "runs")]
+    out: PathBuf,
+    /// The MIMIC-CXR-JPG 2.0.0 folder (paper tier); without it, the experiment's synthetic data.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Device indices, e.g. `0,1` (default: the experiment's; one device runs the shards one
+    /// after another).
+    #[arg(long, value_delimiter = ',')]
+    devices: Option<Vec<usize>>,
+    /// Continue the run in the run folder from its last checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// No progress bar.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+fn write_summary(run: &Path, experiment: &Experiment, summary: &RunSummary, data: &str) -> Result<(), String> {
+    let last = summary.last.unwrap_or_default();
+    let json = serde_json::json!({
+        "experiment": experiment.name,
+        "reproduces": experiment.reproduces,
+        "tier": format!("{:?}", experiment.tier).to_lowercase(),
+        "data": data,
+        "steps": summary.steps,
+        "epochs_completed": summary.epochs_completed,
+        "finished": summary.finished,
+        "stop_reason": summary.stop_reason,
+        "best_val_loss": summary.best_val,
+        "last_loss": last.loss,
+        "last_acc1": last.acc1,
+        "skipped_pairs": summary.skipped,
+        "pairs_per_s": summary.pairs_per_s,
+    });
+    let path = run.join("summary.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&json).expect("json"))
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn run(args: Args) -> Result<(), String> {
+    let experiment = Experiment::read(&args.config)?;
+    let config = experiment.resolve()?;
+    let run_dir = args.out.join(&experiment.name);
+    let devices = args.devices.clone().unwrap_or_else(|| experiment.devices.clone());
+    let data_root = args.data.clone().or_else(|| experiment.data.mimic_root.clone());
+    let (data, described) = match (&data_root, experiment.data.synthetic) {
+        (Some(root), _) => {
+            let text =
+                experiment.weights.text.clone().ok_or("a real-data run needs `weights.text` (Bio_ClinicalBERT)")?;
+            let source = TextSource::Pretrained { path: text.join("vocab.txt"), lowercase: false };
+            let prepared = args.out.join("data").join(format!("mimic-{}", experiment.name));
+            (
+                mimic_pairs(root, &prepared, &config, &source).map_err(|e| e.to_string())?,
+                format!("MIMIC-CXR-JPG at {}", root.display()),
+            )
+        }
+        (None, Some(spec)) => {
+            let dir = args.out.join("data").join(format!("synthetic-{:?}-{}", spec.scale, spec.seed).to_lowercase());
+            eprintln!("pretrain: no real data configured: using the synthetic MIMIC-CXR in {}", dir.display());
+            (
+                synthetic_pairs(&dir, spec.scale, spec.seed, &config).map_err(|e| e.to_string())?,
+                format!("synthetic MIMIC-CXR ({:?}, seed {})", spec.scale, spec.seed),
+            )
+        }
+        (None, None) => {
+            return Err(format!("{}: no data: pass --data DIR (MIMIC-CXR-JPG 2.0.0)", args.config.display()));
+        }
+    };
+    eprintln!(
+        "pretrain: {} — {} training pairs, {} validation pairs, {} × {} per step, {} epochs at most",
+        experiment.name,
+        data.train.usable_rows().len(),
+        data.valid.as_ref().map_or(0, |v| v.usable_rows().len()),
+        config.train.shards,
+        config.train.shard_batch,
+        config.train.epochs
+    );
+    let weights = EncoderWeights {
+        image: experiment.weights.image.clone(),
+        text: experiment.weights.text.as_ref().map(|t| t.join("pytorch_model.bin")),
+    };
+    let summary = if cfg!(feature = "cuda") && experiment.tier == Tier::Paper {
+        run_on_gpu(&config, &weights, &data, &run_dir, &devices, &args)?
+    } else {
+        if experiment.tier == Tier::Paper {
+            eprintln!("pretrain: built without `--features cuda`: the paper tier runs on the CPU (very slowly)");
+        }
+        use mgca::backend::{CpuAutodiff, cpu_device};
+        let mut model = config.init_model_seeded::<CpuAutodiff>(config.train.seed as u64, &cpu_device());
+        if experiment.tier == Tier::Paper {
+            model = model.with_encoders(&config, &weights, &cpu_device())?;
+        }
+        let options = RunOptions {
+            resume: args.resume,
+            progress: !args.no_progress,
+            log_epochs: true,
+            engine: mgca::loss::CtaEngine::FusedCpu,
+            ..RunOptions::new(&run_dir, devices.iter().map(|_| cpu_device()).collect())
+        };
+        pretrain(&config, model, &data, &options).map_err(|e| e.to_string())?
+    };
+    write_summary(&run_dir, &experiment, &summary, &described)?;
+    let last = summary.last.unwrap_or_default();
+    eprintln!(
+        "pretrain: {} steps, {}; last loss {:.4}, acc1 {:.1} %; best val_loss {}; {} pairs skipped; {:.1} pairs/s; run folder {}",
+        summary.steps,
+        summary.stop_reason.as_deref().unwrap_or("interrupted"),
+        last.loss,
+        last.acc1,
+        summary.best_val.map_or("-".into(), |v| format!("{v:.4}")),
+        summary.skipped,
+        summary.pairs_per_s,
+        run_dir.display()
+    );
+    Ok(())
+}
+
+#[cfg(feature = "cuda")]
+fn run_on_gpu(
+    config: &mgca::config::MgcaConfig,
+    weights: &EncoderWeights,
+    data: &mgca::train::PretrainData,
+    run_dir: &Path,
+    devices: &[usize],
+    args: &Args,
+) -> Result<RunSummary, String> {
+    use burn::backend::cuda::CudaDevice;
+    type Gpu = mgca::backend::CudaAutodiff;
+    if !mgca::backend::cuda_driver_present() {
+        return Err("no CUDA driver (libcuda.so.1) on this machine".into());
+    }
+    let devices: Vec<CudaDevice> = devices.iter().map(|&i| CudaDevice::new(i)).collect();
+    let model = config.init_model_seeded::<Gpu>(config.train.seed as u64, &devices[0]);
+    let model = model.with_encoders(config, weights, &devices[0])?;
+    let options = RunOptions {
+        resume: args.resume,
+        progress: !args.no_progress,
+        log_epochs: true,
+        ..RunOptions::new(run_dir, devices)
+    };
+    pretrain(config, model, data, &options).map_err(|e| e.to_string())
+}
+
+#[cfg(not(feature = "cuda"))]
+fn run_on_gpu(
+    _: &mgca::config::MgcaConfig,
+    _: &EncoderWeights,
+    _: &mgca::train::PretrainData,
+    _: &Path,
+    _: &[usize],
+    _: &Args,
+) -> Result<RunSummary, String> {
+    unreachable!("only with the cuda feature")
+}
+
+fn main() -> ExitCode {
+    if std::env::var_os("MATMUL_NUM_THREADS").is_none() {
+        // SAFETY: set before any thread is started.
+        unsafe { std::env::set_var("MATMUL_NUM_THREADS", "1") };
+    }
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pretrain: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! `report`: `OUT/report.md` from the run folders under `OUT` — what ran, its numbers, and
+//! the statistical checks of `mgca::report`.
+//!
+//! Spec: none (reporting). **Deviation:** none.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(name = "report", about = "Write OUT/report.md from the run folders in OUT")]
+struct Args {
+    /// The folder holding the run folders.
+    #[arg(long, default_value = "runs")]
+    out: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let mut runs: Vec<PathBuf> = match std::fs::read_dir(&args.out) {
+        Ok(entries) => {
+            entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.join("summary.json").exists()).collect()
+        }
+        Err(e) => {
+            eprintln!("report: {}: {e}", args.out.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    runs.sort();
+    let mut text = String::from("# mgca-rs reproduction report\n\n");
+    text.push_str(&format!("{} run(s) in `{}`.\n\n", runs.len(), args.out.display()));
+    let mut failed = false;
+    for run in &runs {
+        match mgca::report::pretrain_section(run) {
+            Ok(section) => {
+                failed |= section.contains("**FAIL**");
+                text.push_str(&section);
+                text.push('\n');
+            }
+            Err(e) => {
+                failed = true;
+                text.push_str(&format!("## {}\n\nCould not read the run: {e}\n\n", run.display()));
+            }
+        }
+    }
+    text.push_str(
+        "Experiments not run yet: classification, detection and segmentation (they arrive with their issues).\n",
+    );
+    let path = args.out.join("report.md");
+    if let Err(e) = std::fs::write(&path, &text) {
+        eprintln!("report: {}: {e}", path.display());
+        return ExitCode::FAILURE;
+    }
+    println!("{text}");
+    eprintln!("report: written to {}", path.display());
+    if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+}
