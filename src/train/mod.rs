@@ -469,13 +469,7 @@ where
                 eprintln!("{line}");
             }
             keep_best(&ckpt_dir, &model, &mut state, epoch, losses.loss, t.keep_best)?;
-            if state.best_val.is_none_or(|b| losses.loss < b) {
-                state.best_val = Some(losses.loss);
-                state.wait = 0;
-            } else {
-                state.wait += 1;
-            }
-            if state.wait >= t.patience {
+            if early_stop(&mut state, losses.loss, t.patience) {
                 state.finished = true;
                 state.stop_reason =
                     Some(format!("early stopping: no lower val_loss for {} epochs (epoch {epoch})", t.patience));
@@ -505,6 +499,18 @@ where
         skipped,
         pairs_per_s: pairs_done as f64 / started.elapsed().as_secs_f64().max(1e-9),
     })
+}
+
+/// Lightning's early stopping (min mode, `min_delta` 0): a strictly lower validation loss
+/// resets the count, anything else adds one; stop when the count reaches `patience`.
+pub fn early_stop(state: &mut TrainState, val_loss: f64, patience: usize) -> bool {
+    if state.best_val.is_none_or(|b| val_loss < b) {
+        state.best_val = Some(val_loss);
+        state.wait = 0;
+    } else {
+        state.wait += 1;
+    }
+    state.wait >= patience
 }
 
 /// Keep the `keep` checkpoints with the lowest validation loss (a new one enters if it beats

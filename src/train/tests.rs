@@ -246,3 +246,29 @@ fn adamw_matches_pytorch() {
         }
     }
 }
+
+/// Early stopping counts epochs without a strictly lower validation loss; the best-k folder
+/// keeps the lowest k and deletes the one pushed out.
+#[test]
+fn early_stopping_and_best_checkpoints() {
+    let mut state = TrainState::default();
+    let stops: Vec<bool> = [5.0, 4.0, 4.0, 4.5, 3.9, 4.0, 4.0].iter().map(|&v| early_stop(&mut state, v, 2)).collect();
+    assert_eq!(stops, vec![false, false, false, true, false, false, true]);
+    assert_eq!(state.best_val, Some(3.9));
+
+    let dir = data_dir().join("best");
+    std::fs::remove_dir_all(&dir).ok();
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = config();
+    let model = fresh_model(&config);
+    let mut state = TrainState::default();
+    for (epoch, val) in [3.0, 2.0, 4.0, 1.0].into_iter().enumerate() {
+        keep_best(&dir, &model, &mut state, epoch, val, 2).unwrap();
+    }
+    let kept: Vec<(f64, usize)> = state.best.iter().map(|b| (b.0, b.1)).collect();
+    assert_eq!(kept, vec![(1.0, 3), (2.0, 1)]);
+    let mut folders: Vec<String> =
+        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    folders.sort();
+    assert_eq!(folders, vec!["epoch=001-val_loss=2.0000", "epoch=003-val_loss=1.0000"]);
+}
