@@ -61,6 +61,7 @@ fn recorder() -> NamedMpkFileRecorder<FullPrecisionSettings> {
     NamedMpkFileRecorder::new()
 }
 
+// ANCHOR: save
 /// Write a checkpoint into `dir` atomically: model, optimiser record (if any), state.
 pub fn save<B: AutodiffBackend, R: burn::record::Record<B>>(
     dir: &Path,
@@ -92,6 +93,7 @@ pub fn save<B: AutodiffBackend, R: burn::record::Record<B>>(
     }
     Ok(())
 }
+// ANCHOR_END: save
 
 /// The folder to resume from: `dir`, or the previous copy if a crash hit between the renames.
 pub fn resolve(dir: &Path) -> Option<PathBuf> {

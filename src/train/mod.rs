@@ -599,6 +599,7 @@ where
         poison: bool,
         check: impl FnOnce(&Losses) -> Result<(), TrainError>,
     ) -> Result<(Mgca<B>, Adam<B>, Losses), TrainError> {
+        // ANCHOR: virtual_step
         if !self.collective {
             let mut parts = Vec::with_capacity(shards.len());
             let mut losses = Vec::with_capacity(shards.len());
@@ -620,8 +621,10 @@ where
             let model = optim.step(lr, model, grads);
             return Ok((model, optim, mean));
         }
+        // ANCHOR_END: virtual_step
         // One shard per device: each device forwards, back-propagates, all-reduces and steps
         // its own replica; every replica ends the step with the same weights.
+        // ANCHOR: device_step
         let run = |peer: usize, model: Mgca<B>, mut optim: Adam<B>, shard: &PairBatch| {
             let model = model.renormalize_prototypes();
             let mode = if peer == 0 { Mode::Train } else { Mode::TrainShard };
@@ -635,6 +638,7 @@ where
             let model = if l.is_finite() { optim.step(lr, model, grads) } else { model };
             Ok::<_, TrainError>((model, optim, l))
         };
+        // ANCHOR_END: device_step
         let others = &mut self.others;
         let (first, rest) = std::thread::scope(|scope| {
             let handles: Vec<_> = others

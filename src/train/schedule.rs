@@ -57,9 +57,66 @@ impl CosineWarmup {
 }
 // ANCHOR_END: schedule
 
+/// An SVG line plot of the learning rate over `total_steps` (the book's figure).
+pub fn plot_svg(schedule: &CosineWarmup, title: &str) -> String {
+    let (w, h, left, top) = (640.0, 240.0, 60.0, 30.0);
+    let (pw, ph) = (w - left - 20.0, h - top - 40.0);
+    let n = schedule.total_steps.max(1);
+    let stride = (n / 400).max(1);
+    let points: Vec<String> = (0..=n)
+        .step_by(stride)
+        .map(|s| {
+            let x = left + pw * s as f64 / n as f64;
+            let y = top + ph - ph * schedule.lr(s.min(n - 1)) / schedule.max_lr;
+            format!("{x:.1},{y:.1}")
+        })
+        .collect();
+    let warm = left + pw * schedule.warmup_steps as f64 / n as f64;
+    format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">
+<rect width="{w}" height="{h}" fill="white"/>
+<text x="{left}" y="18">{title}</text>
+<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#888"/>
+<line x1="{warm:.1}" y1="{top}" x2="{warm:.1}" y2="{bottom}" stroke="#bbb" stroke-dasharray="4 3"/>
+<text x="{wl:.1}" y="{tl}">end of warm-up (step {ws})</text>
+<polyline fill="none" stroke="#1f77b4" stroke-width="2" points="{points}"/>
+<text x="4" y="{ty}">{max:e}</text><text x="4" y="{bottom}">{min:e}</text>
+<text x="{left}" y="{sx}">0</text><text x="{right}" y="{sx}" text-anchor="end">step {n}</text>
+</svg>
+"##,
+        bottom = top + ph,
+        wl = warm + 4.0,
+        tl = top + 14.0,
+        ws = schedule.warmup_steps,
+        points = points.join(" "),
+        ty = top + 4.0,
+        max = schedule.max_lr,
+        min = schedule.min_lr,
+        sx = top + ph + 16.0,
+        right = left + pw,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The book's figure is this code's output for the published run (about 227,232 training
+    /// pairs, as the released checkpoint's step count implies; 2 × 72; 50 epochs);
+    /// `MGCA_BLESS=1` rewrites it.
+    #[test]
+    fn the_books_schedule_figure_is_current() {
+        let s = CosineWarmup::reference(2e-5, 1e-8, 227_232 / 72, 2, 50, 0.4);
+        let svg = plot_svg(&s, "learning rate per optimiser step, the published run");
+        let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("book/src/figures/schedule.svg");
+        if std::env::var_os("MGCA_BLESS").is_some() {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, &svg).unwrap();
+        }
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(committed == svg, "{} is stale: rerun this test with MGCA_BLESS=1", path.display());
+        assert_eq!(svg.matches("<polyline").count(), 1);
+    }
 
     /// `hyperparameters.md` §3's check values for T = 100, W = 40.
     #[test]
@@ -84,9 +141,10 @@ mod tests {
 
     #[test]
     fn total_steps_follow_the_reference() {
-        // 368,948 training pairs / 72 = 5,124 batches; 2 devices; 50 epochs.
-        let s = CosineWarmup::reference(2e-5, 1e-8, 368_948 / 72, 2, 50, 0.4);
-        assert_eq!((s.total_steps, s.warmup_steps), (2562 * 50, 51_240));
+        // The released checkpoint `epoch=20-step=33137` implies 1,578 steps of 144 pairs per
+        // epoch (data.md §2.4): 227,232 pairs / 72 = 3,156 batches; 2 devices; 50 epochs.
+        let s = CosineWarmup::reference(2e-5, 1e-8, 227_232 / 72, 2, 50, 0.4);
+        assert_eq!((s.total_steps, s.warmup_steps), (1578 * 50, 31_560));
         let peak = (0..s.total_steps).map(|i| s.lr(i)).fold(0.0, f64::max);
         assert_eq!(peak, 2e-5);
     }
