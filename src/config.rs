@@ -53,6 +53,9 @@ pub struct MgcaConfig {
     pub resnet_weights: ImagenetWeights,
     /// The text encoder's shape (Bio_ClinicalBERT widths, 6 layers).
     pub bert: BertConfig,
+    /// The text encoder's dropout probability in training (Bio_ClinicalBERT's hidden and
+    /// attention dropout: 0.1). The image encoders have none (DeiT's rates are 0).
+    pub text_dropout: f64,
     /// H, the hidden width of the projection heads (reference: 2048).
     pub projection_hidden: usize,
     /// d, the width of the shared embedding space (reference and paper: 128).
@@ -204,6 +207,7 @@ impl MgcaConfig {
             resnet: ResNetConfig::resnet50(),
             resnet_weights: ImagenetWeights::V1,
             bert: BertConfig::mgca(),
+            text_dropout: 0.1,
             projection_hidden: 2048,
             embed_dim: 128,
             num_prototypes: 500,

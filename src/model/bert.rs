@@ -20,6 +20,7 @@ use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::{Int, Tensor, backend::Backend};
 use serde::{Deserialize, Serialize};
 
+use super::dropout::{DropoutKey, dropout};
 use crate::weights::{WeightError, WeightReader};
 
 /// Which position (and token-type) embeddings each token receives.
@@ -131,25 +132,46 @@ impl<B: Backend> BertOutput<B> {
 
 // ANCHOR: forward
 impl<B: Backend> BertLayer<B> {
-    fn forward(&self, x: Tensor<B, 3>, key_bias: Tensor<B, 4>) -> (Tensor<B, 3>, Tensor<B, 4>) {
+    fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        key_bias: Tensor<B, 4>,
+        drop: Option<(f64, DropoutKey)>,
+    ) -> (Tensor<B, 3>, Tensor<B, 4>) {
         let [n, l, h] = x.dims();
         let hd = h / self.heads;
+        let p = drop.map_or(0.0, |d| d.0);
+        let site = |s: u64| drop.map(|d| d.1.site(s));
         let split = |t: Tensor<B, 3>| t.reshape([n, l, self.heads, hd]).swap_dims(1, 2); // [N, heads, L, hd]
         let q = split(self.query.forward(x.clone()));
         let k = split(self.key.forward(x.clone()));
         let v = split(self.value.forward(x.clone()));
         let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((hd as f32).sqrt()) + key_bias; // [N, heads, L, L]
         let attn = softmax(scores, 3);
-        let mixed = attn.clone().matmul(v).swap_dims(1, 2).reshape([n, l, h]);
-        let x = self.attention_norm.forward(x + self.attention_output.forward(mixed));
+        // The returned attention is the one before dropout (the word weights use it).
+        let mixed = dropout(attn.clone(), p, site(0)).matmul(v).swap_dims(1, 2).reshape([n, l, h]);
+        let x = self.attention_norm.forward(x + dropout(self.attention_output.forward(mixed), p, site(1)));
         let ff = self.output.forward(gelu(self.intermediate.forward(x.clone())));
-        (self.output_norm.forward(x + ff), attn)
+        (self.output_norm.forward(x + dropout(ff, p, site(2))), attn)
     }
 }
 
 impl<B: Backend> Bert<B> {
     /// Encode token ids `[N, L]` with their attention mask (1 on real tokens, 0 on padding).
     pub fn forward(&self, ids: Tensor<B, 2, Int>, mask: Tensor<B, 2>, positions: PositionIds) -> BertOutput<B> {
+        self.forward_with_dropout(ids, mask, positions, None)
+    }
+
+    /// [`Bert::forward`] in training mode: dropout with probability `p` after the embedding,
+    /// on the attention probabilities (not on the returned ones), and on both sub-layers'
+    /// outputs before their residual sums, each mask keyed by `key` and its site.
+    pub fn forward_with_dropout(
+        &self,
+        ids: Tensor<B, 2, Int>,
+        mask: Tensor<B, 2>,
+        positions: PositionIds,
+        drop: Option<(f64, DropoutKey)>,
+    ) -> BertOutput<B> {
         let [n, l] = ids.dims();
         let device = ids.device();
         let position_ids = match positions {
@@ -160,12 +182,13 @@ impl<B: Backend> Bert<B> {
         if let (PositionIds::Standard, Some(types)) = (positions, &self.token_type) {
             e = e + types.forward(Tensor::<B, 2, Int>::zeros([n, l], &device));
         }
-        let mut x = self.embedding_norm.forward(e);
+        let mut x = dropout(self.embedding_norm.forward(e), drop.map_or(0.0, |d| d.0), drop.map(|d| d.1.site(0)));
         // Padded keys: −10000 on the scaled logits, which underflows to exactly 0 after softmax.
         let key_bias = mask.neg().add_scalar(1.0).mul_scalar(-10_000.0).reshape([n, 1, 1, l]);
         let mut last_attention = None;
-        for layer in &self.layers {
-            let (y, attn) = layer.forward(x, key_bias.clone());
+        for (i, layer) in self.layers.iter().enumerate() {
+            let layer_drop = drop.map(|(p, key)| (p, key.site(1 + i as u64)));
+            let (y, attn) = layer.forward(x, key_bias.clone(), layer_drop);
             x = y;
             last_attention = Some(attn);
         }

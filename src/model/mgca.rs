@@ -19,6 +19,7 @@ use burn::tensor::{Int, Tensor, backend::Backend};
 
 use super::bert;
 use super::bert::{Bert, PositionIds};
+use super::dropout::DropoutKey;
 use super::heads::{Mode, ProjectionHead};
 use super::resnet::{self, ResNet};
 use super::vit::{self, Vit};
@@ -100,6 +101,8 @@ pub struct MgcaBatch<B: Backend> {
     pub mask: Tensor<B, 2>,
     /// Which tokens form each word (from the token strings).
     pub words: WordGrouping,
+    /// The text encoder's dropout in training mode: probability and mask key (`None`: off).
+    pub dropout: Option<(f64, DropoutKey)>,
 }
 
 impl MgcaConfig {
@@ -312,7 +315,8 @@ impl<B: Backend> Mgca<B> {
     /// The objective's inputs for one batch.
     pub fn forward(&self, batch: MgcaBatch<B>, mode: Mode) -> ObjectiveInputs<B> {
         let vision = self.image.forward(batch.images, mode);
-        let text = self.text.forward(batch.ids, batch.mask, self.positions);
+        let drop = batch.dropout.filter(|_| mode != Mode::Eval);
+        let text = self.text.forward_with_dropout(batch.ids, batch.mask, self.positions, drop);
         let words = batch.words.apply(text.hidden.clone(), text.cls_attention_mean_heads());
         ObjectiveInputs {
             img_emb: self.image_global.forward(vision.global, mode),
@@ -364,6 +368,7 @@ mod tests {
             ids: Tensor::from_data(TensorData::new(ids, [n, l]), &dev),
             mask: Tensor::from_data(TensorData::new(mask, [n, l]), &dev),
             words: WordGrouping::from_tokens(&tokens),
+            dropout: None,
         }
     }
 

@@ -6,6 +6,7 @@
 
 pub mod batchnorm;
 pub mod bert;
+pub mod dropout;
 pub mod heads;
 pub mod mgca;
 pub mod resnet;

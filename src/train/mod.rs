@@ -14,9 +14,10 @@
 //! Spec: `losses.md` §4.6 (freezing), §5 (logging, validation), §6 (order of operations);
 //! `hyperparameters.md` §1 and §3; `data.md` §2.4 and §8 (loaders).
 //!
-//! **Deviation:** the epoch's shuffle and the crops come from this crate's generator (seeded
-//! by the run's seed, the epoch and the batch), not torch's, so a run's batches differ from
-//! the reference's by chance; BERT's dropout (0.1 in the reference) is not applied yet.
+//! **Deviation:** the epoch's shuffle, the crops and the text encoder's dropout masks come from
+//! this crate's generators (keyed by the run's seed, the epoch or step, the batch or shard), not
+//! torch's, so a run's batches and masks differ from the reference's by chance, not in
+//! distribution.
 
 pub mod checkpoint;
 pub mod data;
@@ -40,6 +41,7 @@ use crate::data::pairs::{PairBatch, PairDataset};
 use crate::data::sampling::LegacyRng;
 use crate::loss::{CtaEngine, Objective, ObjectiveOutput};
 use crate::model::batchnorm::Mode;
+use crate::model::dropout::DropoutKey;
 use crate::model::mgca::{Mgca, MgcaBatch};
 use crate::text::tokenizer::ReportTokenizer;
 use checkpoint::TrainState;
@@ -157,7 +159,7 @@ pub struct RunSummary {
     pub pairs_per_s: f64,
 }
 
-/// A collated batch as tensors on `device`.
+/// A collated batch as tensors on `device` (no dropout: see [`MgcaBatch::dropout`]).
 pub fn model_batch<B: Backend>(b: &PairBatch, crop: usize, device: &B::Device) -> MgcaBatch<B> {
     let (n, l) = (b.rows.len(), b.text.length);
     MgcaBatch {
@@ -165,6 +167,7 @@ pub fn model_batch<B: Backend>(b: &PairBatch, crop: usize, device: &B::Device) -
         ids: Tensor::<B, 2, Int>::from_data(TensorData::new(b.text.ids.clone(), [n, l]), device),
         mask: Tensor::from_data(TensorData::new(b.text.mask.clone(), [n, l]), device),
         words: b.text.words.clone(),
+        dropout: None,
     }
 }
 
@@ -189,10 +192,11 @@ pub fn shard_gradients<B: AutodiffBackend + GradientLink>(
     batch: &PairBatch,
     crop: usize,
     mode: Mode,
+    dropout: Option<(f64, DropoutKey)>,
     poison: bool,
 ) -> (GradientsParams, Losses) {
     let device = model.prototypes().device();
-    let inputs = model.forward(model_batch::<B>(batch, crop, &device), mode);
+    let inputs = model.forward(MgcaBatch { dropout, ..model_batch::<B>(batch, crop, &device) }, mode);
     let out = objective.forward(inputs);
     let mut losses = read_losses(&out);
     if poison {
@@ -418,9 +422,12 @@ where
             let lr = schedule.lr(state.step);
             let freeze = epoch < t.freeze_prototype_epochs;
             let poison = options.inject_nan_at == Some(state.step);
+            let (step_index, p) = (state.step, config.text_dropout);
+            let dropout_at =
+                move |shard: usize| (p > 0.0).then(|| (p, DropoutKey::new(t.seed as u64, step_index, shard)));
             let step_losses;
             (model, optim, step_losses) =
-                replicas.step(model, optim, &objective, &shards, crop, lr, freeze, poison, |losses| {
+                replicas.step(model, optim, &objective, &shards, crop, lr, freeze, dropout_at, poison, |losses| {
                     if losses.is_finite() {
                         Ok(())
                     } else {
@@ -596,6 +603,7 @@ where
         crop: usize,
         lr: f64,
         freeze: bool,
+        dropout: impl Fn(usize) -> Option<(f64, DropoutKey)> + Sync,
         poison: bool,
         check: impl FnOnce(&Losses) -> Result<(), TrainError>,
     ) -> Result<(Mgca<B>, Adam<B>, Losses), TrainError> {
@@ -606,7 +614,7 @@ where
             for (k, shard) in shards.iter().enumerate() {
                 let model = model.clone().renormalize_prototypes();
                 let mode = if k == 0 { Mode::Train } else { Mode::TrainShard };
-                let (g, l) = shard_gradients(&model, objective, shard, crop, mode, poison && k == 0);
+                let (g, l) = shard_gradients(&model, objective, shard, crop, mode, dropout(k), poison && k == 0);
                 parts.push(g);
                 losses.push(l);
             }
@@ -628,7 +636,7 @@ where
         let run = |peer: usize, model: Mgca<B>, mut optim: Adam<B>, shard: &PairBatch| {
             let model = model.renormalize_prototypes();
             let mode = if peer == 0 { Mode::Train } else { Mode::TrainShard };
-            let (g, l) = shard_gradients(&model, objective, shard, crop, mode, poison && peer == 0);
+            let (g, l) = shard_gradients(&model, objective, shard, crop, mode, dropout(peer), poison && peer == 0);
             let mut grads = g
                 .all_reduce::<B::InnerBackend>(PeerId::from(peer), ReduceOperation::Mean)
                 .map_err(|e| TrainError::Config(format!("all-reduce on device {peer}: {e:?}")))?;

@@ -74,6 +74,7 @@ mod gpu {
             ids: Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [n, l]), device),
             mask: Tensor::from_data(TensorData::new(mask, [n, l]), device),
             words: WordGrouping::from_tokens(&tokens),
+            dropout: None,
         }
     }
 
@@ -138,9 +139,14 @@ mod gpu {
         // Throughput: full steps (forward, backward, AdamW) at the reference's learning rate.
         let mut model = gpu_model;
         let mut optim = mgca::train::adamw(&config).init::<CudaAutodiff, Mgca<CudaAutodiff>>();
+        let mut index = 0;
         let mut step = |model: Mgca<CudaAutodiff>| {
             let model = model.renormalize_prototypes();
-            let (l, total) = losses(&model, &config, CtaEngine::Graph, batch(&config, args.batch, &gpu));
+            // Training mode as the trainer runs it, the text encoder's dropout included.
+            let key = mgca::model::dropout::DropoutKey::new(config.train.seed as u64, index, 0);
+            index += 1;
+            let b = MgcaBatch { dropout: Some((config.text_dropout, key)), ..batch(&config, args.batch, &gpu) };
+            let (l, total) = losses(&model, &config, CtaEngine::Graph, b);
             let grads = GradientsParams::from_grads(total.backward(), &model);
             (optim.step(2e-5, model, grads), l)
         };
