@@ -470,10 +470,10 @@ where
                 "epoch {epoch}: val_loss {:.4} (ita {:.4} local {:.4} proto {:.4}) val_acc1 {:.1}",
                 losses.loss, losses.loss_ita, losses.loss_local, losses.loss_proto, losses.acc1
             );
-            if options.progress {
+            if !bar.is_hidden() {
                 bar.println(line);
             } else if options.log_epochs {
-                eprintln!("{line}");
+                eprintln!("{line}"); // no bar (not asked for, or not a terminal)
             }
             keep_best(&ckpt_dir, &model, &mut state, epoch, losses.loss, t.keep_best)?;
             if early_stop(&mut state, losses.loss, t.patience) {
