@@ -272,3 +272,26 @@ fn early_stopping_and_best_checkpoints() {
     folders.sort();
     assert_eq!(folders, vec!["epoch=001-val_loss=2.0000", "epoch=003-val_loss=1.0000"]);
 }
+
+/// The paper tier's data path: a prepared MIMIC-CXR split with a pretrained tokenizer (here
+/// all-MiniLM-L6-v2's, from the asset cache), batches at the encoder's crop size.
+#[test]
+fn pretrained_tokenizer_data_path() {
+    let dir = data_dir();
+    let mut config = config();
+    config.train.max_tokens = 40;
+    let tokenizer = crate::assets::minilm_dir().unwrap_or_else(|e| panic!("{e}")).join("tokenizer.json");
+    let source = data::TextSource::Pretrained { path: tokenizer, lowercase: true };
+    let pairs = data::mimic_pairs(&dir.join("mimic"), &dir.join("mimic-prepared"), &config, &source).unwrap();
+    let rows = pairs.train.usable_rows();
+    let batch = pairs
+        .train
+        .batches_from(&pairs.tokenizer, rows, 4, Crop::Random, config.image_size(), 1, 0, 1)
+        .next()
+        .unwrap()
+        .unwrap();
+    assert_eq!(batch.text.length, 40);
+    assert_eq!(batch.images.len(), 4 * 3 * 32 * 32);
+    // MiniLM's ids, not the caption vocabulary's: [CLS] is 101.
+    assert!(batch.text.ids.chunks(40).all(|row| row[0] == 101));
+}
