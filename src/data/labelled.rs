@@ -167,15 +167,7 @@ mod tests {
             Dataset::Rsna => synth::rsna(&root, synth::Scale::Tiny, 4).unwrap(),
             _ => synth::covidx(&root, synth::Scale::Tiny, 4).unwrap(),
         };
-        let options = PrepareOptions {
-            dataset,
-            task: Task::Classification,
-            root: root.clone(),
-            fix_leaks: false,
-            on_bad: OnBad::Fail,
-            check_images: true,
-            polygon_boxes: None,
-        };
+        let options = PrepareOptions::new(dataset, Task::Classification, root.clone());
         prepare(&options).unwrap().write(&dir.join(format!("{dataset:?}-out"))).unwrap();
         root
     }

@@ -157,15 +157,7 @@ mod tests {
     fn synthetic_pairs_batch_and_collate() {
         let dir = std::env::temp_dir().join(format!("mgca-pairs-{}", std::process::id()));
         synth::mimic(&dir.join("mimic"), synth::Scale::Tiny, 5).unwrap();
-        let options = PrepareOptions {
-            dataset: Dataset::Mimic,
-            task: Task::Pretraining,
-            root: dir.join("mimic"),
-            fix_leaks: false,
-            on_bad: OnBad::Fail,
-            check_images: true,
-            polygon_boxes: None,
-        };
+        let options = PrepareOptions::new(Dataset::Mimic, Task::Pretraining, dir.join("mimic"));
         // PhysioNet ships the CSVs gzipped: read them that way.
         for name in ["mimic-cxr-2.0.0-metadata.csv", "mimic-cxr-2.0.0-split.csv"] {
             let path = dir.join("mimic").join(name);

@@ -79,6 +79,21 @@ fn yes() -> bool {
     true
 }
 
+impl PrepareOptions {
+    /// The defaults: the reference's leaks reproduced, failing on bad input, images checked.
+    pub fn new(dataset: Dataset, task: Task, root: impl Into<PathBuf>) -> Self {
+        Self {
+            dataset,
+            task,
+            root: root.into(),
+            fix_leaks: false,
+            on_bad: OnBad::Fail,
+            check_images: true,
+            polygon_boxes: None,
+        }
+    }
+}
+
 /// One output table.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Table {
@@ -709,15 +724,7 @@ mod tests {
             }
         }
         std::fs::write(root.join("stage_2_train_labels.csv"), csv).unwrap();
-        let mut options = PrepareOptions {
-            dataset: Dataset::Rsna,
-            task: Task::Classification,
-            root: root.clone(),
-            fix_leaks: false,
-            on_bad: OnBad::Fail,
-            check_images: true,
-            polygon_boxes: None,
-        };
+        let mut options = PrepareOptions::new(Dataset::Rsna, Task::Classification, root.clone());
         let err = prepare(&options).unwrap_err().to_string();
         assert!(err.contains("p07.dcm does not exist") && err.contains("line"), "{err}");
         options.on_bad = OnBad::Skip;

@@ -49,15 +49,7 @@ pub fn mimic_pairs(
     text: &TextSource,
 ) -> Result<PretrainData, TrainError> {
     if !prepared.join("train.csv").exists() {
-        let options = PrepareOptions {
-            dataset: Dataset::Mimic,
-            task: Task::Pretraining,
-            root: root.to_path_buf(),
-            fix_leaks: false,
-            on_bad: OnBad::Fail,
-            check_images: true,
-            polygon_boxes: None,
-        };
+        let options = PrepareOptions::new(Dataset::Mimic, Task::Pretraining, root.to_path_buf());
         prepare(&options)?.write(prepared)?;
     }
     let side = config.train.cache_side;

@@ -171,7 +171,8 @@ pub fn model_batch<B: Backend>(b: &PairBatch, crop: usize, device: &B::Device) -
     }
 }
 
-fn read_losses<B: Backend>(out: &ObjectiveOutput<B>) -> Losses {
+/// The objective's outputs as numbers (the λ-weighted losses and the accuracies).
+pub fn read_losses<B: Backend>(out: &ObjectiveOutput<B>) -> Losses {
     let v = |t: &Tensor<B, 1>| t.clone().into_scalar().elem::<f64>();
     Losses {
         loss: v(&out.total),

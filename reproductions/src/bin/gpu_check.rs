@@ -86,17 +86,7 @@ mod gpu {
     ) -> (Losses, Tensor<B, 1>) {
         let inputs = model.clone().renormalize_prototypes().forward(batch, Mode::Train);
         let out = Objective::new(config.objective.clone()).with_engine(engine).forward(inputs);
-        let v = |t: &Tensor<B, 1>| t.clone().into_scalar().elem::<f64>();
-        use burn::tensor::ElementConversion;
-        let l = Losses {
-            loss: v(&out.total),
-            loss_ita: v(&out.ita),
-            loss_local: v(&out.local),
-            loss_proto: v(&out.proto),
-            acc1: v(&out.acc1),
-            acc5: v(&out.acc5),
-        };
-        (l, out.total)
+        (mgca::train::read_losses(&out), out.total)
     }
 
     pub fn check(args: &super::Args) -> Result<bool, String> {
