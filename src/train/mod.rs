@@ -339,6 +339,11 @@ where
     let objective = Objective::new(config.objective.clone()).with_engine(options.engine);
     let out = &options.out;
     let ckpt_dir = out.join("checkpoints");
+    if !options.resume && ckpt_dir.exists() {
+        // A new run in an old run's folder: the old checkpoints go (its logs are truncated).
+        eprintln!("train: starting a new run in {}: removing its old checkpoints", out.display());
+        std::fs::remove_dir_all(&ckpt_dir).map_err(|e| io(&ckpt_dir, e))?;
+    }
     std::fs::create_dir_all(&ckpt_dir).map_err(|e| io(&ckpt_dir, e))?;
     let config_toml = toml::to_string_pretty(config).map_err(|e| TrainError::Config(e.to_string()))?;
     std::fs::write(out.join("config.toml"), config_toml).map_err(|e| io(out, e))?;
@@ -348,10 +353,14 @@ where
     let mut optim = optimizer::<B>(config);
     let mut state = TrainState::default();
     let last_dir = ckpt_dir.join("last");
-    if let Some(dir) = checkpoint::resolve(&last_dir).filter(|_| options.resume) {
-        state = checkpoint::load_state(&dir)?;
-        model = checkpoint::load_model(&dir, model, &device)?;
-        optim = optim.load_record(checkpoint::load_optimizer(&dir, &device)?);
+    match checkpoint::resolve(&last_dir).filter(|_| options.resume) {
+        Some(dir) => {
+            state = checkpoint::load_state(&dir)?;
+            model = checkpoint::load_model(&dir, model, &device)?;
+            optim = optim.load_record(checkpoint::load_optimizer(&dir, &device)?);
+        }
+        None if options.resume => eprintln!("train: no checkpoint in {}: starting a new run", last_dir.display()),
+        None => {}
     }
     let mut last_checkpoint = checkpoint::resolve(&last_dir);
     let mut metrics =
@@ -388,7 +397,7 @@ where
     );
     bar.set_position(state.step as u64);
 
-    let mut replicas = Replicas::new(&model, config, devices)?;
+    let mut replicas = Replicas::new(&model, &optim, config, devices)?;
     let started = Instant::now();
     let mut pairs_done = 0usize;
     let mut last_losses = None;
@@ -565,12 +574,16 @@ impl<B> Replicas<B>
 where
     B: AutodiffBackend + GradientLink,
 {
-    fn new(model: &Mgca<B>, config: &MgcaConfig, devices: &[B::Device]) -> Result<Self, TrainError> {
+    /// Replicas of `model` and `optim` (a resumed optimiser's moments included) on
+    /// `devices[1..]`, registered with the collective.
+    fn new(model: &Mgca<B>, optim: &Adam<B>, config: &MgcaConfig, devices: &[B::Device]) -> Result<Self, TrainError> {
         if devices.len() == 1 {
             return Ok(Self { others: Vec::new(), collective: false });
         }
-        let others: Vec<_> =
-            devices[1..].iter().map(|d| Some((model.clone().fork(d), optimizer::<B>(config), d.clone()))).collect();
+        let others: Vec<_> = devices[1..]
+            .iter()
+            .map(|d| Some((model.clone().fork(d), optimizer::<B>(config).load_record(optim.to_record()), d.clone())))
+            .collect();
         // Every peer registers at once (registration waits for all of them).
         let n = devices.len();
         let register = |peer: usize, device: B::Device| {

@@ -143,6 +143,12 @@ fn two_devices_equal_virtual_shards() {
     train(&config, &RunOptions::new(&devices_run, vec![cpu_device(), cpu_device()]));
     assert_same(&weights_of(&devices_run, &config), &weights_of(&virtual_run, &config), "2 devices = 2 virtual shards");
     assert_eq!(losses_of(&devices_run), losses_of(&virtual_run));
+    // Interrupted and resumed on two devices: the replicas get the optimiser's moments back.
+    let resumed = run_dir("devices-resumed");
+    let two = || vec![cpu_device(), cpu_device()];
+    train(&config, &RunOptions { stop_after: Some(2), ..RunOptions::new(&resumed, two()) });
+    train(&config, &RunOptions { resume: true, ..RunOptions::new(&resumed, two()) });
+    assert_same(&weights_of(&resumed, &config), &weights_of(&virtual_run, &config), "2 devices, resumed");
     // And the two engines of CTA agree on the losses of a short run.
     let fused = run_dir("fused");
     train(&config, &RunOptions { engine: CtaEngine::FusedCpu, ..RunOptions::new(&fused, vec![cpu_device()]) });
