@@ -710,6 +710,22 @@ where
     }
 }
 
+impl<B: AutodiffBackend> Drop for Replicas<B> {
+    /// A run that ends with an error still unregisters its devices, so that the next run in
+    /// this process can register again.
+    fn drop(&mut self) {
+        if self.collective {
+            let n = self.others.len() + 1;
+            std::thread::scope(|scope| {
+                for p in 1..n {
+                    scope.spawn(move || collective::finish_collective::<B::InnerBackend>(PeerId::from(p)).ok());
+                }
+                collective::finish_collective::<B::InnerBackend>(PeerId::from(0)).ok();
+            });
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;
 

@@ -149,6 +149,11 @@ fn two_devices_equal_virtual_shards() {
     train(&config, &RunOptions { stop_after: Some(2), ..RunOptions::new(&resumed, two()) });
     train(&config, &RunOptions { resume: true, ..RunOptions::new(&resumed, two()) });
     assert_same(&weights_of(&resumed, &config), &weights_of(&virtual_run, &config), "2 devices, resumed");
+    // A run that fails on two devices unregisters them: the next two-device run starts.
+    let failed = run_dir("devices-nan");
+    let options = RunOptions { inject_nan_at: Some(1), ..RunOptions::new(&failed, two()) };
+    assert!(pretrain(&config, fresh_model(&config), &pairs(), &options).is_err());
+    train(&config, &RunOptions { stop_after: Some(1), ..RunOptions::new(&failed, two()) });
     // And the two engines of CTA agree on the losses of a short run.
     let fused = run_dir("fused");
     train(&config, &RunOptions { engine: CtaEngine::FusedCpu, ..RunOptions::new(&fused, vec![cpu_device()]) });
