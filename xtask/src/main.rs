@@ -82,6 +82,9 @@ enum BenchKind {
     /// ViT-B/16, the 6-layer BERT and ResNet-50 at batch 8, forward and forward + backward
     /// (`benches/encoders.rs`, beside timm / transformers / torchvision).
     Encoders,
+    /// One pretraining step at the smoke sizes (2 × 8 pairs) and the pair loader
+    /// (`benches/train.rs`, beside the same step in PyTorch).
+    Train,
 }
 
 type Result<T = ()> = std::result::Result<T, String>;
@@ -117,6 +120,7 @@ fn main() -> ExitCode {
         Task::Bench { which: BenchKind::Losses, python, threads } => bench_losses(python, threads),
         Task::Bench { which: BenchKind::Encoders, python, threads } => bench_encoders(python, threads),
         Task::Bench { which: BenchKind::Data, python, .. } => bench_data(python),
+        Task::Bench { which: BenchKind::Train, python, threads } => bench_train(python, threads),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -370,6 +374,22 @@ fn bench_encoders(python: Option<PathBuf>, threads: usize) -> Result {
         }
     }
     println!("(PyTorch {torch_version} with timm, transformers, torchvision on CPU)");
+    Ok(())
+}
+
+fn bench_train(python: Option<PathBuf>, threads: usize) -> Result {
+    let mut bench = cargo();
+    bench.args(["bench", "-p", "mgca", "--bench", "train"]).env("RAYON_NUM_THREADS", threads.to_string());
+    run(bench, "criterion: train (Rust, CPU backend)")?;
+    let rust = criterion_ms("train", "step", "smoke_2x8")?;
+    let loader = criterion_ms("train", "loader", "epoch_pairs")?;
+    let lines = python_lines(python, "benches/train_pytorch.py", &["--threads".into(), threads.to_string()])?;
+    let line = lines.iter().find(|v| v["case"] == "smoke_step").ok_or("no PyTorch line for smoke_step")?;
+    let torch_ms = line["median_ms"].as_f64().ok_or("no median_ms")?;
+    println!("\none pretraining step, smoke sizes (2 shards x 8 pairs), median, {threads} threads:");
+    println!("{:<14} {:>10} {:>13} {:>14}", "case", "rust (ms)", "pytorch (ms)", "rust/pytorch");
+    println!("{:<14} {rust:>10.1} {torch_ms:>13.1} {:>14.2}", "smoke_step", rust / torch_ms);
+    println!("pair loader: one synthetic epoch in {loader:.1} ms (PyTorch {})", line["torch"].as_str().unwrap_or("?"));
     Ok(())
 }
 
