@@ -24,29 +24,18 @@ const TOKENS: usize = 32;
 /// The same reports as the PyTorch script: lengths 8 to 31, a word piece every third token.
 fn shard(seed: usize) -> MgcaBatch<CpuAutodiff> {
     let dev = cpu_device();
-    let mut tokens = Vec::new();
-    let mut ids = Vec::new();
-    for b in 0..BATCH {
-        let len = 8 + (b * 5) % (TOKENS - 8);
-        tokens.push(
-            (0..TOKENS)
-                .map(|j| match j {
-                    0 => "[CLS]".to_string(),
-                    j if j == len - 1 => "[SEP]".to_string(),
-                    j if j >= len => "[PAD]".to_string(),
-                    j if j % 3 == 2 => format!("##p{j}"),
-                    j => format!("w{j}"),
-                })
-                .collect::<Vec<_>>(),
-        );
-        ids.extend((0..TOKENS).map(|j| if j < len { (1 + (b * 7 + j * 5) % 127) as i64 } else { 0 }));
-    }
-    let mask: Vec<f32> = tokens.iter().flat_map(|r| r.iter().map(|t| (t != "[PAD]") as i32 as f32)).collect();
+    let reports = mgca::parity::synthetic_reports(
+        BATCH,
+        TOKENS,
+        |b| 8 + (b * 5) % (TOKENS - 8),
+        3,
+        |b, j| (1 + (b * 7 + j * 5) % 127) as i64,
+    );
     MgcaBatch {
         images: Tensor::random([BATCH, 3, 32, 32], Distribution::Normal(0.0, 1.0), &dev),
-        ids: Tensor::<CpuAutodiff, 2, Int>::from_data(TensorData::new(ids, [BATCH, TOKENS]), &dev),
-        mask: Tensor::from_data(TensorData::new(mask, [BATCH, TOKENS]), &dev),
-        words: WordGrouping::from_tokens(&tokens),
+        ids: Tensor::<CpuAutodiff, 2, Int>::from_data(TensorData::new(reports.ids, [BATCH, TOKENS]), &dev),
+        mask: Tensor::from_data(TensorData::new(reports.mask, [BATCH, TOKENS]), &dev),
+        words: WordGrouping::from_tokens(&reports.tokens),
         dropout: Some((0.1, DropoutKey::new(0, 0, seed))),
     }
 }

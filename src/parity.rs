@@ -95,6 +95,52 @@ pub fn fnv1a64(bytes: &[u8]) -> String {
     format!("{h:016x}")
 }
 
+/// Deterministic tokenised reports for tests and benchmarks, `[n, l]` row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyntheticReports {
+    /// Token strings: `[CLS]`, words `w{j}` and pieces `##p{j}`, `[SEP]`, `[PAD]`.
+    pub tokens: Vec<Vec<String>>,
+    /// Token ids, 0 on padding.
+    pub ids: Vec<i64>,
+    /// 1 on real tokens.
+    pub mask: Vec<f32>,
+}
+
+/// Report `b` has `length(b)` real tokens (`[CLS]` and `[SEP]` included), padded to `l`; token
+/// `j` is a `##` piece when `j % piece_every == piece_every − 1`; ids are `id(b, j)`, called
+/// for every position in order (so a stateful generator advances over padding too) and
+/// replaced by 0 on padding.
+pub fn synthetic_reports(
+    n: usize,
+    l: usize,
+    length: impl Fn(usize) -> usize,
+    piece_every: usize,
+    mut id: impl FnMut(usize, usize) -> i64,
+) -> SyntheticReports {
+    let mut tokens = Vec::with_capacity(n);
+    let mut ids = Vec::with_capacity(n * l);
+    for b in 0..n {
+        let len = length(b);
+        tokens.push(
+            (0..l)
+                .map(|j| match j {
+                    0 => "[CLS]".to_string(),
+                    j if j == len - 1 => "[SEP]".to_string(),
+                    j if j >= len => "[PAD]".to_string(),
+                    j if j % piece_every == piece_every - 1 => format!("##p{j}"),
+                    j => format!("w{j}"),
+                })
+                .collect::<Vec<_>>(),
+        );
+        for j in 0..l {
+            let v = id(b, j);
+            ids.push(if j < len { v } else { 0 });
+        }
+    }
+    let mask = tokens.iter().flat_map(|r| r.iter().map(|t| (t != "[PAD]") as i32 as f32)).collect();
+    SyntheticReports { tokens, ids, mask }
+}
+
 /// Deterministic test images `[n, 3, size, size]` that need no file:
 /// `x[b, c, i, j] = sin(0.05 (c + 1) i + 0.07 j + b) · cos(0.03 (i + j)(b + 1))`, computed in
 /// f64 and rounded to f32, exactly as `golden/pytorch/resnet/make_resnet.py` computes them.

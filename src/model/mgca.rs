@@ -343,31 +343,20 @@ mod tests {
     fn batch(config: &MgcaConfig, n: usize) -> MgcaBatch<CpuAutodiff> {
         let dev = cpu_device();
         let l = 12;
-        let mut tokens = Vec::new();
-        let mut ids = Vec::new();
-        for b in 0..n {
-            let len = 5 + b % 6; // real tokens, [CLS] and [SEP] included
-            let row: Vec<String> = (0..l)
-                .map(|j| match j {
-                    0 => "[CLS]".to_string(),
-                    j if j == len - 1 => "[SEP]".to_string(),
-                    j if j >= len => "[PAD]".to_string(),
-                    j if j % 3 == 2 => format!("##p{j}"),
-                    j => format!("w{j}"),
-                })
-                .collect();
-            ids.extend(
-                (0..l).map(|j| if j < len { 1 + ((b * 7 + j * 5) % (config.bert.vocab_size - 1)) as i64 } else { 0 }),
-            );
-            tokens.push(row);
-        }
-        let mask: Vec<f32> = tokens.iter().flat_map(|r| r.iter().map(|s| (s != "[PAD]") as i32 as f32)).collect();
+        // Real tokens, [CLS] and [SEP] included: 5 to 10.
+        let reports = crate::parity::synthetic_reports(
+            n,
+            l,
+            |b| 5 + b % 6,
+            3,
+            |b, j| 1 + ((b * 7 + j * 5) % (config.bert.vocab_size - 1)) as i64,
+        );
         let s = config.image_size();
         MgcaBatch {
             images: Tensor::random([n, 3, s, s], Distribution::Normal(0.0, 1.0), &dev),
-            ids: Tensor::from_data(TensorData::new(ids, [n, l]), &dev),
-            mask: Tensor::from_data(TensorData::new(mask, [n, l]), &dev),
-            words: WordGrouping::from_tokens(&tokens),
+            ids: Tensor::from_data(TensorData::new(reports.ids, [n, l]), &dev),
+            mask: Tensor::from_data(TensorData::new(reports.mask, [n, l]), &dev),
+            words: WordGrouping::from_tokens(&reports.tokens),
             dropout: None,
         }
     }

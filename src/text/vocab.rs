@@ -48,9 +48,12 @@ pub fn word_vocabulary(captions: &[String], size: usize) -> Vec<String> {
     SPECIAL.iter().map(|s| s.to_string()).chain(ranked.into_iter().map(|(w, _)| w)).take(size).collect()
 }
 
-/// Write `vocab` as a `vocab.txt` (one token per line).
+/// Write `vocab` as a `vocab.txt` (one token per line), under a temporary name then renamed,
+/// so that a reader never sees half a file.
 pub fn write_vocab(vocab: &[String], path: &Path) -> std::io::Result<()> {
-    std::fs::write(path, vocab.join("\n") + "\n")
+    let tmp = path.with_extension(format!("part{}", std::process::id()));
+    std::fs::write(&tmp, vocab.join("\n") + "\n")?;
+    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]

@@ -132,17 +132,22 @@ fn polyline(xs: &[f64], ys: &[f64], frame: (f64, f64, f64, f64), range: (f64, f6
     format!(r#"<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{}"/>"#, points.join(" "))
 }
 
+/// The training curves of the plot and their colours.
+const SERIES: [(&str, &str); 4] =
+    [("loss", "#000000"), ("loss_ita", "#1f77b4"), ("loss_local", "#2ca02c"), ("loss_proto", "#d62728")];
+/// The validation loss's colour.
+const VAL_COLOUR: &str = "#ff7f0e";
+
 /// Write `plot.svg` from `metrics.csv` and `valid.csv` in `run`: the training losses per step,
 /// the validation loss per epoch, and the learning rate.
 pub fn plot(run: &Path) -> Result<(), String> {
     let metrics = run.join("metrics.csv");
     let steps = read_column(&metrics, "step")?;
     let lr = read_column(&metrics, "lr")?;
-    let series: Vec<(&str, &str, Vec<f64>)> =
-        [("loss", "#000000"), ("loss_ita", "#1f77b4"), ("loss_local", "#2ca02c"), ("loss_proto", "#d62728")]
-            .into_iter()
-            .map(|(name, colour)| read_column(&metrics, name).map(|v| (name, colour, v)))
-            .collect::<Result<_, _>>()?;
+    let series: Vec<(&str, &str, Vec<f64>)> = SERIES
+        .iter()
+        .map(|&(name, colour)| read_column(&metrics, name).map(|v| (name, colour, v)))
+        .collect::<Result<_, _>>()?;
     let valid = run.join("valid.csv");
     let (val_steps, val_loss) = if valid.exists() {
         (read_column(&valid, "step")?, read_column(&valid, "val_loss")?)
@@ -175,29 +180,21 @@ pub fn plot(run: &Path) -> Result<(), String> {
             frame.1 - 6.0
         ));
     }
-    for (name, colour, values) in &series {
+    for (_, colour, values) in &series {
         svg.push_str(&polyline(&steps, values, top, (0.0, x1, lo, hi), colour));
         svg.push('\n');
-        let _ = name;
     }
     if !val_loss.is_empty() {
-        svg.push_str(&polyline(&val_steps, &val_loss, top, (0.0, x1, lo, hi), "#ff7f0e"));
+        svg.push_str(&polyline(&val_steps, &val_loss, top, (0.0, x1, lo, hi), VAL_COLOUR));
         for (x, y) in val_steps.iter().zip(&val_loss) {
             let px = top.0 + top.2 * x / x1;
             let py = top.1 + top.3 - top.3 * (y - lo) / (hi - lo).max(1e-12);
-            svg.push_str(&format!(r##"<circle cx="{px:.1}" cy="{py:.1}" r="3" fill="#ff7f0e"/>"##));
+            svg.push_str(&format!(r#"<circle cx="{px:.1}" cy="{py:.1}" r="3" fill="{VAL_COLOUR}"/>"#));
         }
         svg.push('\n');
     }
     svg.push_str(&polyline(&steps, &lr, bottom, (0.0, x1, 0.0, lr_hi), "#9467bd"));
-    let legend = [
-        ("loss", "#000000"),
-        ("loss_ita", "#1f77b4"),
-        ("loss_local", "#2ca02c"),
-        ("loss_proto", "#d62728"),
-        ("val_loss", "#ff7f0e"),
-    ];
-    for (i, (name, colour)) in legend.iter().enumerate() {
+    for (i, (name, colour)) in SERIES.iter().chain([&("val_loss", VAL_COLOUR)]).enumerate() {
         let x = 70.0 + 120.0 * i as f64;
         svg.push_str(&format!(
             r#"<rect x="{x}" y="345" width="12" height="12" fill="{colour}"/><text x="{}" y="355">{name}</text>"#,

@@ -31,7 +31,7 @@ use burn::collective::{self, CollectiveConfig, PeerId, ReduceOperation};
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param, ParamId};
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 
 use crate::backend::GradientLink;
 use crate::config::MgcaConfig;
@@ -184,8 +184,6 @@ pub fn read_losses<B: Backend>(out: &ObjectiveOutput<B>) -> Losses {
     }
 }
 
-use burn::tensor::ElementConversion;
-
 /// Forward and backward of one shard: its gradients and losses.
 pub fn shard_gradients<B: AutodiffBackend + GradientLink>(
     model: &Mgca<B>,
@@ -295,12 +293,12 @@ where
 {
     let t = &config.train;
     let crop = config.image_size();
-    let model = model.valid();
+    let model = model.valid().renormalize_prototypes();
     let device = model.prototypes().device();
     let mut all = Vec::new();
     for batch in data.batches_from(tokenizer, data.usable_rows(), t.shard_batch, Crop::Centre, crop, t.seed, 0, 2) {
         let batch = batch?;
-        let inputs = model.clone().renormalize_prototypes().forward(model_batch(&batch, crop, &device), Mode::Eval);
+        let inputs = model.forward(model_batch(&batch, crop, &device), Mode::Eval);
         all.push(read_losses(&objective.forward(inputs)));
     }
     Ok(Losses::mean(&all))
@@ -623,10 +621,10 @@ where
     ) -> Result<(Mgca<B>, Adam<B>, Losses), TrainError> {
         // ANCHOR: virtual_step
         if !self.collective {
+            let model = model.renormalize_prototypes();
             let mut parts = Vec::with_capacity(shards.len());
             let mut losses = Vec::with_capacity(shards.len());
             for (k, shard) in shards.iter().enumerate() {
-                let model = model.clone().renormalize_prototypes();
                 let mode = if k == 0 { Mode::Train } else { Mode::TrainShard };
                 let (g, l) = shard_gradients(&model, objective, shard, crop, mode, dropout(k), poison && k == 0);
                 parts.push(g);
@@ -634,7 +632,6 @@ where
             }
             let mean = Losses::mean(&losses);
             check(&mean)?;
-            let model = model.renormalize_prototypes();
             let mut grads = mean_gradients(&model, parts);
             if freeze {
                 grads.remove::<B::InnerBackend, 2>(model.prototype_id());

@@ -48,32 +48,22 @@ mod gpu {
         let s = config.image_size();
         let l = config.train.max_tokens;
         let images = mgca::parity::formula_images(n, s).values;
-        let mut tokens = Vec::with_capacity(n);
-        let mut ids = Vec::with_capacity(n * l);
         let mut state = 12345u64;
-        for b in 0..n {
-            let len = 20 + (b * 37) % (l - 20 + 1);
-            let row: Vec<String> = (0..l)
-                .map(|j| match j {
-                    0 => "[CLS]".to_string(),
-                    j if j == len - 1 => "[SEP]".to_string(),
-                    j if j >= len => "[PAD]".to_string(),
-                    j if j % 4 == 3 => format!("##p{j}"),
-                    j => format!("w{j}"),
-                })
-                .collect();
-            for j in 0..l {
+        let reports = mgca::parity::synthetic_reports(
+            n,
+            l,
+            |b| 20 + (b * 37) % (l - 20 + 1),
+            4,
+            |_, _| {
                 state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                ids.push(if j < len { 1000 + (state >> 33) as i64 % 20000 } else { 0 });
-            }
-            tokens.push(row);
-        }
-        let mask: Vec<f32> = tokens.iter().flat_map(|r| r.iter().map(|t| (t != "[PAD]") as i32 as f32)).collect();
+                1000 + (state >> 33) as i64 % 20000
+            },
+        );
         MgcaBatch {
             images: Tensor::from_data(TensorData::new(images, [n, 3, s, s]), device),
-            ids: Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [n, l]), device),
-            mask: Tensor::from_data(TensorData::new(mask, [n, l]), device),
-            words: WordGrouping::from_tokens(&tokens),
+            ids: Tensor::<B, 2, Int>::from_data(TensorData::new(reports.ids, [n, l]), device),
+            mask: Tensor::from_data(TensorData::new(reports.mask, [n, l]), device),
+            words: WordGrouping::from_tokens(&reports.tokens),
             dropout: None,
         }
     }
