@@ -188,6 +188,14 @@ impl ObjectiveConfig {
 }
 
 impl MgcaConfig {
+    /// Check every field's range and consistency; the error lists each bad field by its path
+    /// (`train.shard_batch`) with its value and the allowed range. Called wherever a
+    /// configuration enters a run, before anything is written.
+    // TODO(issue 11): the checks themselves (being written now).
+    pub fn validate(&self) -> Result<(), String> {
+        Ok(())
+    }
+
     /// The input side in pixels the data pipeline must produce (224 for both encoders; the
     /// ResNet up-samples internally).
     pub fn image_size(&self) -> usize {
