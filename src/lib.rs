@@ -14,6 +14,7 @@
 //!   [`loss::sinkhorn`] and the combined [`loss::Objective`];
 //! - [`config`] — one typed configuration for every hyperparameter, with named presets;
 //! - [`model`] — the encoders ([`model::vit`], [`model::bert`]) and [`model::heads`];
+//! - [`metrics`] — AUROC, accuracy, bootstrap intervals and DeLong's test;
 //! - [`text`] — the report tokenizer;
 //! - [`weights`] — loading checkpoints into modules, with key and shape checks;
 //! - [`assets`] — real files from registry packages, cached outside the repository;
@@ -26,6 +27,7 @@ pub mod config;
 pub mod data;
 pub mod experiment;
 pub mod loss;
+pub mod metrics;
 pub mod model;
 pub mod parity;
 pub mod report;
