@@ -99,7 +99,8 @@ fn corrupt_containers_exit_2_not_crash() {
 fn legacy_data_len(bytes: &[u8]) -> usize {
     let mut offset = 0;
     for _ in 0..5 {
-        let (_, used) = mgca::weights::pickle::read(&bytes[offset..], &mut mgca::weights::pickle::torch_storage).unwrap();
+        let (_, used) =
+            mgca::weights::pickle::read(&bytes[offset..], &mut mgca::weights::pickle::torch_storage).unwrap();
         offset += used;
     }
     bytes.len() - offset

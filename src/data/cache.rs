@@ -373,7 +373,10 @@ mod tests {
         assert!(report.skipped[1].1 == "tall.dcm" && report.skipped[1].2.contains("4 x 25600"), "{report:?}");
         std::fs::remove_file(&odd).ok();
         let err = build(&dir.join("odd.csv"), &root, &odd, 256, OnBad::Fail).unwrap_err().to_string();
-        assert!(err.contains("odd.csv line 3") && err.contains("wide.png") && err.contains("cannot be resized"), "{err}");
+        assert!(
+            err.contains("odd.csv line 3") && err.contains("wide.png") && err.contains("cannot be resized"),
+            "{err}"
+        );
         assert!(!odd.exists() && !odd.with_extension("part").exists(), "no cache, no .part");
         // A truncated cache is refused.
         let bytes = std::fs::read(&out).unwrap();

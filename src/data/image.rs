@@ -82,7 +82,8 @@ pub fn check_jpeg_complete(bytes: &[u8]) -> Result<(), String> {
 /// fuzz harness's entry point: never panics.
 pub fn decode_bytes(bytes: &[u8], name: &Path) -> Result<Gray, DataError> {
     let bad = |m: String| DataError::file(name, m);
-    let reader = image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(|e| bad(e.to_string()))?;
+    let reader =
+        image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(|e| bad(e.to_string()))?;
     if reader.format() == Some(image::ImageFormat::Jpeg) {
         check_jpeg_complete(bytes).map_err(bad)?;
     }
@@ -119,7 +120,9 @@ fn check_dicom_sizes(obj: &dicom_object::DefaultDicomObject) -> Result<(), Strin
     use dicom_core::value::Value as DicomValue;
     let int = |tag, default: Option<u64>| -> Result<u64, String> {
         match obj.element(tag) {
-            Ok(e) => e.to_int::<u64>().map_err(|_| format!("{tag} is not a number: {:?}", e.to_str().unwrap_or_default())),
+            Ok(e) => {
+                e.to_int::<u64>().map_err(|_| format!("{tag} is not a number: {:?}", e.to_str().unwrap_or_default()))
+            }
             Err(_) => default.ok_or_else(|| format!("no {tag} element")),
         }
     };
@@ -388,11 +391,11 @@ mod tests {
         let good = std::fs::read(&path).unwrap();
         assert_eq!(decode_dicom_bytes(&good, Path::new("ok.dcm")).unwrap().width, 8);
         for (element, value, words) in [
-            (0x0010, 8, "need 64"),       // rows 8: 64 samples expected, 32 present
-            (0x0010, 2, "need 16"),       // rows 2: fewer than the data
-            (0x0011, 0, "empty image"),   // no columns
-            (0x0010, 0, "empty image"),   // no rows
-            (0x0100, 16, "need 64"),      // 16 bits allocated over 8-bit data
+            (0x0010, 8, "need 64"),     // rows 8: 64 samples expected, 32 present
+            (0x0010, 2, "need 16"),     // rows 2: fewer than the data
+            (0x0011, 0, "empty image"), // no columns
+            (0x0010, 0, "empty image"), // no rows
+            (0x0100, 16, "need 64"),    // 16 bits allocated over 8-bit data
         ] {
             let mut bytes = good.clone();
             patch_us(&mut bytes, element, value);

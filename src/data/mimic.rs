@@ -482,7 +482,25 @@ mod tests {
     /// delimiter the parser slices at) never panic.
     #[test]
     fn sectioning_survives_arbitrary_utf8() {
-        let pieces = ["\n", " ", "\n ", "FINDINGS", "IMPRESSION", ":", ": ", ":\u{a0}", "é", "漢", "🫁", "1.", "2", ".", "\u{fffd}", "\n \n", "A"];
+        let pieces = [
+            "\n",
+            " ",
+            "\n ",
+            "FINDINGS",
+            "IMPRESSION",
+            ":",
+            ": ",
+            ":\u{a0}",
+            "é",
+            "漢",
+            "🫁",
+            "1.",
+            "2",
+            ".",
+            "\u{fffd}",
+            "\n \n",
+            "A",
+        ];
         let mut state = 0x9e37_79b9u32;
         for _ in 0..5_000 {
             let mut text = String::new();

@@ -44,7 +44,11 @@ pub fn read_polygon_boxes_from(input: impl std::io::Read, path: &Path) -> Result
         let r = record.map_err(|e| DataError::row(path, line, e.to_string()))?;
         let num = |k: usize| -> Result<f64, DataError> {
             r.get(k).unwrap_or("").trim().parse::<f64>().ok().filter(|v| v.is_finite() && *v >= 0.0).ok_or_else(|| {
-                DataError::row(path, line, format!("column {k} = {:?} is not a non-negative number", r.get(k).unwrap_or("")))
+                DataError::row(
+                    path,
+                    line,
+                    format!("column {k} = {:?} is not a non-negative number", r.get(k).unwrap_or("")),
+                )
             })
         };
         let object = r.get(1).unwrap_or("").trim().parse::<usize>().map_err(|_| {

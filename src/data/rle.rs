@@ -70,9 +70,10 @@ fn brief(t: &str) -> String {
 /// OR the runs of `value` into `mask` (row-major `[height, width]`, 0 or 1). A run past the
 /// image's end, and a mask of the wrong size, are errors.
 pub fn decode_into(value: &str, width: usize, height: usize, mask: &mut [u8]) -> Result<(), RleError> {
-    let total = width.checked_mul(height).filter(|&t| t == mask.len()).ok_or_else(|| {
-        RleError(format!("a mask of {} values for a {width} x {height} image", mask.len()))
-    })?;
+    let total = width
+        .checked_mul(height)
+        .filter(|&t| t == mask.len())
+        .ok_or_else(|| RleError(format!("a mask of {} values for a {width} x {height} image", mask.len())))?;
     for (start, end) in runs(value, total as u64)? {
         // In bounds: `end ≤ total`, so `f / height < width` and `f % height < height`.
         for f in start as usize..end as usize {

@@ -99,6 +99,9 @@ pub fn read_labels_from(input: impl std::io::Read, path: &Path) -> Result<Vec<Pa
                         DataError::row(path, line, format!("`{name}` = {:?} is not a box coordinate", field(i)))
                     })
                 };
+                let raw = [(x, "x"), (y, "y"), (w, "width"), (h, "height")]
+                    .map(|(i, name)| format!("{name} {}", field(i).trim()))
+                    .join(", ");
                 let (x, y, w, h) = (number(x, "x")?, number(y, "y")?, number(w, "width")?, number(h, "height")?);
                 if w <= 0.0 || h <= 0.0 {
                     return Err(DataError::row(path, line, format!("an empty box: width {w}, height {h}")));
@@ -107,9 +110,7 @@ pub fn read_labels_from(input: impl std::io::Read, path: &Path) -> Result<Vec<Pa
                     return Err(DataError::row(
                         path,
                         line,
-                        format!(
-                            "the box x {x}, y {y}, width {w}, height {h} reaches beyond {MAX_SIDE} pixels, the largest image a DICOM can hold"
-                        ),
+                        format!("the box {raw} reaches beyond {MAX_SIDE} pixels, the largest image a DICOM can hold"),
                     ));
                 }
                 boxes.push([x, y, x + w, y + h]);

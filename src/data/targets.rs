@@ -30,7 +30,7 @@ pub fn check_corner_boxes(boxes: &[[f64; 4]], width: f64, height: f64) -> Result
             && y2 <= height;
         if !inside {
             return Err(format!(
-                "box {k} [x1 {x1}, y1 {y1}, x2 {x2}, y2 {y2}] is empty or not inside the {width} x {height} image"
+                "box {k} [x1 {x1:?}, y1 {y1:?}, x2 {x2:?}, y2 {y2:?}] is empty or not inside the {width} x {height} image"
             ));
         }
     }

@@ -191,14 +191,8 @@ pub const EXPANSION_FLOOR: usize = 64 << 20;
 /// [`MAX_DEPTH`], copying beyond the expansion budget) is an error with a byte position.
 pub fn read(data: &[u8], persistent: &mut PersistentLoad<'_>) -> Result<(Value, usize), PickleError> {
     let budget = data.len().saturating_mul(EXPANSION_PER_BYTE).saturating_add(EXPANSION_FLOOR);
-    let mut m = Machine {
-        data,
-        pos: 0,
-        stack: Vec::new(),
-        marks: Vec::new(),
-        memo: std::collections::HashMap::new(),
-        budget,
-    };
+    let mut m =
+        Machine { data, pos: 0, stack: Vec::new(), marks: Vec::new(), memo: std::collections::HashMap::new(), budget };
     let value = m.run(persistent)?;
     Ok((value, m.pos))
 }
@@ -824,12 +818,8 @@ mod tests {
     #[test]
     fn deep_nesting_and_memo_bombs_are_errors() {
         let mut deep = b"\x80\x02".to_vec();
-        for _ in 0..100_000 {
-            deep.push(b']');
-        }
-        for _ in 0..100_000 {
-            deep.push(b'a');
-        }
+        deep.extend(std::iter::repeat_n(b']', 100_000));
+        deep.extend(std::iter::repeat_n(b'a', 100_000));
         deep.push(b'.');
         let err = read(&deep, &mut no_pid).unwrap_err();
         assert!(err.message.contains("nest deeper"), "{err}");

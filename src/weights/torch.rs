@@ -108,7 +108,10 @@ impl Source {
         let end = offset.checked_add(len).filter(|&end| end <= self.len()).ok_or_else(|| {
             std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
-                format!("bytes {offset}..{offset}+{len} lie beyond the end of the file ({} bytes; truncated?)", self.len()),
+                format!(
+                    "bytes {offset}..{offset}+{len} lie beyond the end of the file ({} bytes; truncated?)",
+                    self.len()
+                ),
             )
         })?;
         match self {
@@ -538,11 +541,10 @@ fn f16_to_f32(h: u16) -> f32 {
 /// The row-major values of a strided view (element 0 at index 0 of `values`).
 fn gather(values: &[f32], shape: &[usize], stride: &[usize]) -> Vec<f32> {
     let numel: usize = shape.iter().product();
-    let contiguous = shape
-        .iter()
-        .zip(stride)
-        .rev()
-        .try_fold(1usize, |expected, (&n, &s)| (n == 1 || s == expected).then(|| expected.checked_mul(n)).flatten());
+    let contiguous =
+        shape.iter().zip(stride).rev().try_fold(1usize, |expected, (&n, &s)| {
+            (n == 1 || s == expected).then(|| expected.checked_mul(n)).flatten()
+        });
     if contiguous.is_some() {
         return values[..numel.min(values.len())].to_vec();
     }
