@@ -49,7 +49,7 @@ fn bench(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("jpeg_pipeline", name), |b| {
             b.iter(|| {
                 let img = mgca::data::image::read_gray(&path).unwrap();
-                normalise(&crop(&resize_and_pad(&img, 256), 16, 16, 224))
+                normalise(&crop(&resize_and_pad(&img, 256).unwrap(), 16, 16, 224))
             })
         });
     }

@@ -66,6 +66,46 @@ fn a_damaged_checkpoint_exits_2_and_names_the_file() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// The crashes: a legacy `.pth` whose storage count asks for 191 GB aborted, and a bad
+/// zip central-directory entry panicked. Both now exit 2 naming the file.
+#[test]
+fn corrupt_containers_exit_2_not_crash() {
+    let dir = scratch("corrupt");
+    // Legacy: the first storage's 8-byte element count, just after the five pickles, set huge.
+    let mut legacy = std::fs::read(golden("pytorch/checkpoints", "bio_clinicalbert_style.bin")).unwrap();
+    let storages = legacy.len() - legacy_data_len(&legacy);
+    legacy[storages + 5] = 0x2c;
+    let bad = dir.join("pytorch_model.bin");
+    std::fs::write(&bad, &legacy).unwrap();
+    let run = mgca(&["weights", "import", "--layout", "bio-clinicalbert"], &[&bad]);
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(2), "{err}");
+    assert!(err.contains("pytorch_model.bin") && err.contains("storage"), "{err}");
+    // Zip: the first central-directory entry's name length set past the directory.
+    let mut zip = std::fs::read(golden("pytorch/checkpoints", "deit_style.pth")).unwrap();
+    let cd = zip.windows(4).rposition(|w| w == [0x50, 0x4b, 0x01, 0x02]).unwrap();
+    zip[cd + 28..cd + 30].copy_from_slice(&[0xff, 0xff]);
+    let bad = dir.join("deit.pth");
+    std::fs::write(&bad, &zip).unwrap();
+    let run = mgca(&["weights", "import", "--layout", "deit"], &[&bad]);
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(2), "{err}");
+    assert!(err.contains("deit.pth") && err.contains("zip"), "{err}");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// The bytes of a legacy checkpoint's storages (after its five pickles), found with the
+/// library's pickle reader.
+fn legacy_data_len(bytes: &[u8]) -> usize {
+    let mut offset = 0;
+    for _ in 0..5 {
+        let (_, used) =
+            mgca::weights::pickle::read(&bytes[offset..], &mut mgca::weights::pickle::torch_storage).unwrap();
+        offset += used;
+    }
+    bytes.len() - offset
+}
+
 /// `parity vit` and `parity resnet` take `torch.save` files as they are published.
 #[test]
 fn parity_commands_read_torch_save_files() {

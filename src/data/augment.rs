@@ -334,7 +334,7 @@ mod tests {
     #[test]
     fn apply_composes_the_drawn_operations() {
         let img = fixture("chest.png");
-        let img = crate::data::resize::resize_and_pad(&img, 256);
+        let img = crate::data::resize::resize_and_pad(&img, 256).unwrap();
         let draw = MocoV2Draw {
             top: 5,
             left: 30,

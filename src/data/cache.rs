@@ -31,10 +31,36 @@ const MAGIC: &[u8; 10] = b"MGCACACHE1";
 const HEADER: u64 = 64;
 
 /// Decode any supported image (DICOM by extension, else JPEG/PNG) and apply `resize_img(side)`.
+/// Every failure names the file, including a panic inside a third-party decoder (caught here
+/// so that one hostile image cannot take a whole cache build down unnamed).
 pub fn load_resized(path: &Path, side: usize) -> Result<Gray, DataError> {
-    let is_dicom = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("dcm"));
-    let img = if is_dicom { read_dicom(path)? } else { read_gray(path)? };
-    Ok(resize_and_pad(&img, side))
+    let load = || -> Result<Gray, DataError> {
+        let is_dicom = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("dcm"));
+        let img = if is_dicom { read_dicom(path)? } else { read_gray(path)? };
+        resize_and_pad(&img, side).map_err(|m| DataError::file(path, m))
+    };
+    std::panic::catch_unwind(load).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("a panic");
+        Err(DataError::file(path, format!("the image decoder failed: {what}")))
+    })
+}
+
+/// Removes a temporary file when dropped, unless it was kept (renamed into place).
+struct PartFile {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl Drop for PartFile {
+    fn drop(&mut self) {
+        if !self.keep {
+            std::fs::remove_file(&self.path).ok();
+        }
+    }
 }
 
 /// What building a cache did.
@@ -55,10 +81,16 @@ pub fn build(split_csv: &Path, root: &Path, out: &Path, side: usize, on_bad: OnB
     let mut paths = Vec::new();
     for (i, record) in reader.records().enumerate() {
         let record = record.map_err(|e| DataError::row(split_csv, i + 2, e.to_string()))?;
-        paths.push(record.get(column).unwrap_or("").to_string());
+        let path = record.get(column).unwrap_or("").trim();
+        if path.is_empty() {
+            return Err(DataError::row(split_csv, i + 2, "empty `path`"));
+        }
+        paths.push(path.to_string());
     }
     let tmp = out.with_extension("part");
     let file = File::create(&tmp).map_err(|e| DataError::file(&tmp, e.to_string()))?;
+    // Whatever happens from here on, no `.part` file is left behind.
+    let mut part = PartFile { path: tmp.clone(), keep: false };
     let mut writer = BufWriter::new(file);
     let mut header = [0u8; HEADER as usize];
     header[..10].copy_from_slice(MAGIC);
@@ -80,7 +112,6 @@ pub fn build(split_csv: &Path, root: &Path, out: &Path, side: usize, on_bad: OnB
                 }
                 Err(e) => {
                     drop(writer);
-                    std::fs::remove_file(&tmp).ok();
                     return Err(DataError::row(
                         split_csv,
                         row + 2,
@@ -109,6 +140,7 @@ pub fn build(split_csv: &Path, root: &Path, out: &Path, side: usize, on_bad: OnB
     }
     w.flush().map_err(|e| DataError::file(&index, e.to_string()))?;
     std::fs::rename(&tmp, out).map_err(|e| DataError::file(out, e.to_string()))?;
+    part.keep = true;
     Ok(CacheReport { rows: paths.len(), skipped })
 }
 
@@ -327,6 +359,25 @@ mod tests {
         let centre: Vec<Batch> =
             batches(cache.clone(), vec![0], 1, 224, Crop::Centre, 0, 1).into_iter().map(Result::unwrap).collect();
         assert_eq!(centre[0].pixels, normalise(&crop(&direct, 16, 16, 224)));
+        // Images that cannot be resized to the crop (the 600 × 2 PNG and 4 × 25600
+        // DICOM): named and skipped under --on-bad skip; a clean error otherwise, no `.part`.
+        let root = dir.join("chexpert");
+        image::GrayImage::from_pixel(600, 2, image::Luma([90])).save(root.join("wide.png")).unwrap();
+        let tall = Gray::new(25_600, 4, vec![90; 25_600 * 4]);
+        crate::data::image::write_dicom(&root.join("tall.dcm"), &tall, "1.2.3.4", false, false).unwrap();
+        std::fs::write(dir.join("odd.csv"), format!("path\n{first}\nwide.png\ntall.dcm\n")).unwrap();
+        let odd = dir.join("odd.cache");
+        let report = build(&dir.join("odd.csv"), &root, &odd, 256, OnBad::Skip).unwrap();
+        assert_eq!(report.skipped.iter().map(|s| s.0).collect::<Vec<_>>(), vec![1, 2]);
+        assert!(report.skipped[0].1 == "wide.png" && report.skipped[0].2.contains("600 x 2"), "{report:?}");
+        assert!(report.skipped[1].1 == "tall.dcm" && report.skipped[1].2.contains("4 x 25600"), "{report:?}");
+        std::fs::remove_file(&odd).ok();
+        let err = build(&dir.join("odd.csv"), &root, &odd, 256, OnBad::Fail).unwrap_err().to_string();
+        assert!(
+            err.contains("odd.csv line 3") && err.contains("wide.png") && err.contains("cannot be resized"),
+            "{err}"
+        );
+        assert!(!odd.exists() && !odd.with_extension("part").exists(), "no cache, no .part");
         // A truncated cache is refused.
         let bytes = std::fs::read(&out).unwrap();
         std::fs::write(&out, &bytes[..bytes.len() - 10]).unwrap();

@@ -76,7 +76,14 @@ pub fn relative_path(path: &str) -> &str {
 
 /// Read `train.csv` or `valid.csv`.
 pub fn read_labels(path: &Path) -> Result<Labels, DataError> {
-    let mut reader = csv::Reader::from_path(path).map_err(|e| DataError::file(path, e.to_string()))?;
+    let file = std::fs::File::open(path).map_err(|e| DataError::file(path, e.to_string()))?;
+    read_labels_from(file, path)
+}
+
+/// [`read_labels`] from any reader; `path` is the name errors give. Never panics (the fuzz
+/// harness's entry point).
+pub fn read_labels_from(input: impl std::io::Read, path: &Path) -> Result<Labels, DataError> {
+    let mut reader = csv::Reader::from_reader(input);
     let headers = reader.headers().map_err(|e| DataError::file(path, e.to_string()))?.clone();
     let column = |name: &str| {
         headers.iter().position(|h| h == name).ok_or_else(|| DataError::file(path, format!("no column `{name}`")))
@@ -109,6 +116,9 @@ pub fn read_labels(path: &Path) -> Result<Labels, DataError> {
             });
         }
         rows.push(Row { path: path_value, frontal, labels });
+    }
+    if rows.is_empty() {
+        return Err(DataError::file(path, "no label rows"));
     }
     Ok(Labels { rows })
 }

@@ -36,6 +36,12 @@ impl Entry {
 /// Read a COVIDx list; a line without four fields is an error naming it.
 pub fn read_list(path: &Path) -> Result<Vec<Entry>, DataError> {
     let text = std::fs::read_to_string(path).map_err(|e| DataError::file(path, e.to_string()))?;
+    parse_list(&text, path)
+}
+
+/// [`read_list`] of a list's text; `path` is the name errors give. Never panics (the fuzz
+/// harness's entry point).
+pub fn parse_list(text: &str, path: &Path) -> Result<Vec<Entry>, DataError> {
     let mut entries = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {

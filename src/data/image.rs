@@ -7,7 +7,13 @@
 //!
 //! Spec: `data.md` §1.2 (JPEG path), §1.3 (DICOM path), §1.4 (crops, normalisation).
 //!
-//! **Deviation:** JPEG decoding is the `image` crate's, not libjpeg's; decoders may differ by a
+//! Every reader refuses what would otherwise decode to a silently wrong image: a JPEG that
+//! ends before its end-of-image marker (the decoder would pad its lower part with grey, as
+//! OpenCV does with a warning), an empty image, a DICOM whose pixel data does not hold
+//! rows × columns × frames samples, or one larger than [`MAX_PIXELS`].
+//!
+//! **Deviation:** a truncated JPEG is an error here, where the reference's OpenCV warns and
+//! loads it grey-padded. JPEG decoding is the `image` crate's, not libjpeg's; decoders may differ by a
 //! grey level where their IDCTs round differently (the DICOM JPEG test bounds it). Colour
 //! images become grey with OpenCV's fixed-point `0.299 R + 0.587 G + 0.114 B`.
 
@@ -19,15 +25,74 @@ use dicom_pixeldata::PixelDecoder;
 use super::DataError;
 use super::resize::Gray;
 
+/// The most pixels an image (a DICOM frame) may have: 16384 × 16384, four times the largest
+/// radiographs (about 4,300 × 3,500).
+pub const MAX_PIXELS: u64 = 1 << 28;
+
 /// A JPEG or PNG file as 8-bit grey.
 pub fn read_gray(path: &Path) -> Result<Gray, DataError> {
-    let img = image::ImageReader::open(path)
-        .map_err(|e| DataError::file(path, e.to_string()))?
-        .with_guessed_format()
-        .map_err(|e| DataError::file(path, e.to_string()))?
-        .decode()
-        .map_err(|e| DataError::file(path, format!("cannot decode image: {e}")))?;
+    let bytes = std::fs::read(path).map_err(|e| DataError::file(path, e.to_string()))?;
+    decode_bytes(&bytes, path)
+}
+
+/// Check a JPEG's marker structure up to its end-of-image marker: an error when the data
+/// ends first (a truncated file), which the decoder would only warn about.
+pub fn check_jpeg_complete(bytes: &[u8]) -> Result<(), String> {
+    let n = bytes.len();
+    let truncated = |what: &str| format!("truncated JPEG: the file ends {what}, before the end-of-image marker");
+    let mut i = 2; // after SOI
+    loop {
+        // The next marker (fill bytes and stray bytes between segments are skipped).
+        while i < n && bytes[i] != 0xff {
+            i += 1;
+        }
+        while i < n && bytes[i] == 0xff {
+            i += 1;
+        }
+        let Some(&marker) = bytes.get(i) else { return Err(truncated("between segments")) };
+        i += 1;
+        match marker {
+            0xd9 => return Ok(()),
+            0x01 | 0xd0..=0xd7 => continue,
+            _ => {}
+        }
+        let len = match bytes.get(i..i + 2) {
+            Some(&[a, b]) => u16::from_be_bytes([a, b]) as usize,
+            _ => return Err(truncated(&format!("inside the header of segment 0xff{marker:02x}"))),
+        };
+        if len < 2 || i + len > n {
+            return Err(truncated(&format!("inside segment 0xff{marker:02x} at byte {}", i - 2)));
+        }
+        i += len;
+        if marker == 0xda {
+            // Entropy-coded data runs to the next marker that is not a stuffed 0xff00 or a
+            // restart marker.
+            loop {
+                match bytes.get(i..i + 2) {
+                    Some(&[0xff, m]) if m != 0 && m != 0xff && !(0xd0..=0xd7).contains(&m) => break,
+                    Some(_) => i += 1,
+                    None => return Err(truncated(&format!("inside the image data ({n} bytes)"))),
+                }
+            }
+        }
+    }
+}
+
+/// Decode a JPEG or PNG held in memory as 8-bit grey; `name` is the file errors name. The
+/// fuzz harness's entry point: never panics.
+pub fn decode_bytes(bytes: &[u8], name: &Path) -> Result<Gray, DataError> {
+    let bad = |m: String| DataError::file(name, m);
+    let reader =
+        image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(|e| bad(e.to_string()))?;
+    if reader.format() == Some(image::ImageFormat::Jpeg) {
+        check_jpeg_complete(bytes).map_err(bad)?;
+    }
+    // The decoder's default limits refuse allocations over 512 MiB.
+    let img = reader.decode().map_err(|e| bad(format!("cannot decode image: {e}")))?;
     let (width, height) = (img.width() as usize, img.height() as usize);
+    if width == 0 || height == 0 {
+        return Err(bad(format!("an empty image ({width} x {height} pixels)")));
+    }
     let pixels = match img {
         image::DynamicImage::ImageLuma8(g) => g.into_raw(),
         other => {
@@ -45,8 +110,60 @@ pub fn read_gray(path: &Path) -> Result<Gray, DataError> {
 
 /// A DICOM file's first frame as 8-bit grey, as the reference rescales it.
 pub fn read_dicom(path: &Path) -> Result<Gray, DataError> {
+    let bytes = std::fs::read(path).map_err(|e| DataError::file(path, e.to_string()))?;
+    decode_dicom_bytes(&bytes, path)
+}
+
+/// Rows, columns, frames and the sizes of native pixel data must agree, and stay within
+/// [`MAX_PIXELS`], before anything is decoded.
+fn check_dicom_sizes(obj: &dicom_object::DefaultDicomObject) -> Result<(), String> {
+    use dicom_core::value::Value as DicomValue;
+    let int = |tag, default: Option<u64>| -> Result<u64, String> {
+        match obj.element(tag) {
+            Ok(e) => {
+                e.to_int::<u64>().map_err(|_| format!("{tag} is not a number: {:?}", e.to_str().unwrap_or_default()))
+            }
+            Err(_) => default.ok_or_else(|| format!("no {tag} element")),
+        }
+    };
+    let (rows, columns) = (int(tags::ROWS, None)?, int(tags::COLUMNS, None)?);
+    let frames = int(tags::NUMBER_OF_FRAMES, Some(1))?;
+    let samples = int(tags::SAMPLES_PER_PIXEL, Some(1))?;
+    let bits = int(tags::BITS_ALLOCATED, None)?;
+    if rows == 0 || columns == 0 || frames == 0 {
+        return Err(format!("an empty image: {rows} rows, {columns} columns, {frames} frame(s)"));
+    }
+    let pixels = rows.saturating_mul(columns).saturating_mul(frames).saturating_mul(samples);
+    if pixels > MAX_PIXELS {
+        return Err(format!(
+            "{rows} rows x {columns} columns x {frames} frame(s) x {samples} sample(s): more than the {MAX_PIXELS} pixels allowed"
+        ));
+    }
+    if let Ok(e) = obj.element(tags::PIXEL_DATA)
+        && let DicomValue::Primitive(p) = e.value()
+    {
+        // Native (uncompressed) pixel data: exactly the samples, plus at most a padding byte.
+        let expected = pixels.saturating_mul(bits.div_ceil(8));
+        let len = p.calculate_byte_len() as u64;
+        if len < expected || len > expected + 1 {
+            return Err(format!(
+                "pixel data holds {len} bytes; {rows} rows x {columns} columns x {frames} frame(s) x {samples} sample(s) of {bits} bits need {expected}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A DICOM file held in memory (with or without its 128-byte preamble), first frame as 8-bit
+/// grey; `name` is the file errors name. The fuzz harness's entry point: never panics.
+pub fn decode_dicom_bytes(bytes: &[u8], name: &Path) -> Result<Gray, DataError> {
+    let path = name;
     let bad = |m: String| DataError::file(path, m);
-    let obj = dicom_object::open_file(path).map_err(|e| bad(format!("cannot read DICOM: {e}")))?;
+    let obj = dicom_object::OpenFileOptions::new()
+        .read_preamble(dicom_object::file::ReadPreamble::Auto)
+        .from_reader(std::io::Cursor::new(bytes))
+        .map_err(|e| bad(format!("cannot read DICOM: {e}")))?;
+    check_dicom_sizes(&obj).map_err(bad)?;
     let photometric = obj
         .element(tags::PHOTOMETRIC_INTERPRETATION)
         .ok()
@@ -61,6 +178,9 @@ pub fn read_dicom(path: &Path) -> Result<Gray, DataError> {
         return Err(bad(format!("{} samples per pixel; a radiograph has 1", decoded.samples_per_pixel())));
     }
     let (height, width) = (decoded.rows() as usize, decoded.columns() as usize);
+    if height == 0 || width == 0 {
+        return Err(bad(format!("an empty image ({width} x {height} pixels)")));
+    }
     let data = decoded.frame_data(0).map_err(|e| bad(e.to_string()))?;
     let signed = decoded.pixel_representation() == dicom_pixeldata::PixelRepresentation::Signed;
     let raw: Vec<f32> = match decoded.bits_allocated() {
@@ -77,14 +197,14 @@ pub fn read_dicom(path: &Path) -> Result<Gray, DataError> {
     if raw.len() < height * width {
         return Err(bad(format!("{} pixel values for {height} x {width}", raw.len())));
     }
-    let max = raw[..height * width].iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let max = raw.iter().take(height * width).copied().fold(f32::NEG_INFINITY, f32::max);
     if max <= 0.0 {
         return Err(bad("no positive pixel value: the reference's 255 / max rescaling is undefined".into()));
     }
     // OpenCV convertScaleAbs: float arithmetic, round half to even, saturate.
     let alpha = (255.0f64 / max as f64) as f32;
     let mut pixels: Vec<u8> =
-        raw[..height * width].iter().map(|&x| (x * alpha).abs().round_ties_even().min(255.0) as u8).collect();
+        raw.iter().take(height * width).map(|&x| (x * alpha).abs().round_ties_even().min(255.0) as u8).collect();
     if photometric == "MONOCHROME1" {
         pixels.iter_mut().for_each(|v| *v = 255 - *v);
     }
@@ -231,6 +351,111 @@ mod tests {
         std::fs::write(&garbage, b"not a jpeg").unwrap();
         assert!(read_gray(&garbage).unwrap_err().to_string().contains("garbage.jpg"));
         std::fs::remove_dir_all(dir).ok();
+    }
+
+    /// The silent result: half a JPEG decoded with its lower half grey. Now every cut
+    /// of a JPEG is an error naming the file (a cut inside the headers as well as in the data).
+    #[test]
+    fn truncated_jpegs_are_errors_naming_the_file() {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("golden/python/images");
+        for name in ["gray.jpg", "color.jpg"] {
+            let bytes = std::fs::read(dir.join(name)).unwrap();
+            assert!(check_jpeg_complete(&bytes).is_ok());
+            assert!(decode_bytes(&bytes, Path::new(name)).is_ok());
+            for cut in [bytes.len() / 2, bytes.len() - 2, bytes.len() - 1, 300, 20, 3] {
+                let err = decode_bytes(&bytes[..cut], Path::new("cut.jpg")).unwrap_err().to_string();
+                assert!(err.starts_with("cut.jpg: ") && err.contains("truncated"), "{name} cut at {cut}: {err}");
+            }
+        }
+        // Bytes after the end-of-image marker are allowed (some writers append them).
+        let mut tail = std::fs::read(dir.join("gray.jpg")).unwrap();
+        tail.extend_from_slice(b"\0\0trailer");
+        assert!(decode_bytes(&tail, Path::new("t.jpg")).is_ok());
+    }
+
+    /// Set the first `(0028,xxxx) US` element `element` of an explicit-VR file to `value`.
+    fn patch_us(bytes: &mut [u8], element: u16, value: u16) {
+        let tag = [0x28, 0x00, element as u8, (element >> 8) as u8, b'U', b'S', 2, 0];
+        let at = bytes.windows(8).position(|w| w == tag).unwrap() + 8;
+        bytes[at..at + 2].copy_from_slice(&value.to_le_bytes());
+    }
+
+    /// Rows × columns that disagree with the pixel data, zero sizes, and sizes beyond
+    /// MAX_PIXELS are errors naming the file, before anything is decoded.
+    #[test]
+    fn dicom_sizes_must_agree_with_the_pixel_data() {
+        let dir = std::env::temp_dir().join(format!("mgca-dicom-sizes-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ok.dcm");
+        write_dicom(&path, &Gray::new(4, 8, (0..32).map(|v| v as u8 * 8).collect()), "1.2.3", false, false).unwrap();
+        let good = std::fs::read(&path).unwrap();
+        assert_eq!(decode_dicom_bytes(&good, Path::new("ok.dcm")).unwrap().width, 8);
+        for (element, value, words) in [
+            (0x0010, 8, "need 64"),     // rows 8: 64 samples expected, 32 present
+            (0x0010, 2, "need 16"),     // rows 2: fewer than the data
+            (0x0011, 0, "empty image"), // no columns
+            (0x0010, 0, "empty image"), // no rows
+            (0x0100, 16, "need 64"),    // 16 bits allocated over 8-bit data
+        ] {
+            let mut bytes = good.clone();
+            patch_us(&mut bytes, element, value);
+            let err = decode_dicom_bytes(&bytes, Path::new("bad.dcm")).unwrap_err().to_string();
+            assert!(err.starts_with("bad.dcm: ") && err.contains(words), "({element:#06x} = {value}): {err}");
+        }
+        let mut bytes = good.clone();
+        patch_us(&mut bytes, 0x0010, 65535);
+        patch_us(&mut bytes, 0x0011, 65535);
+        let err = decode_dicom_bytes(&bytes, Path::new("huge.dcm")).unwrap_err().to_string();
+        assert!(err.contains("more than the"), "{err}");
+        // Garbage and empty input are errors too.
+        assert!(decode_dicom_bytes(b"", Path::new("e.dcm")).is_err());
+        assert!(decode_bytes(b"", Path::new("e.png")).is_err());
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    /// A deterministic mutation loop over the committed JPEG, PNG and DICOM fixtures: every
+    /// case decodes to `Ok` or `Err`, never panics.
+    #[test]
+    fn corrupted_images_never_panic() {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let files = [
+            root.join("golden/python/images/gray.jpg"),
+            root.join("golden/python/images/color.jpg"),
+            root.join("golden/python/images/gray_cv2.png"),
+            fixture("cxr_rg1_512_mono2_u8_explicit_le.dcm"),
+            fixture("cxr_rg1_512_mono2_u8_jpeg_baseline.dcm"),
+        ];
+        let mut state = 0x1234_5678_9abc_def1u64;
+        let mut panics = Vec::new();
+        for file in &files {
+            let original = std::fs::read(file).unwrap();
+            let n = original.len();
+            let dicom = file.extension().is_some_and(|e| e == "dcm");
+            for case in 0..150 {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let pos = if case % 2 == 0 { state as usize % n.min(2048) } else { state as usize % n };
+                let mut bytes = original.clone();
+                match (state >> 40) % 4 {
+                    0 => bytes[pos] ^= 1 << ((state >> 32) % 8),
+                    1 => bytes[pos] = (state >> 24) as u8,
+                    2 => bytes[pos..(pos + 4).min(n)].fill(0xff),
+                    _ => bytes.truncate(pos),
+                }
+                let result = std::panic::catch_unwind(|| {
+                    if dicom {
+                        decode_dicom_bytes(&bytes, Path::new("m.dcm")).map(|_| ())
+                    } else {
+                        decode_bytes(&bytes, Path::new("m.img")).map(|_| ())
+                    }
+                });
+                if result.is_err() {
+                    panics.push(format!("{} case {case} at {pos}", file.display()));
+                }
+            }
+        }
+        assert!(panics.is_empty(), "{panics:?}");
     }
 
     /// Our JPEG decode against OpenCV's `imread(path, 0)` (`golden/python/images/`): a greyscale

@@ -312,6 +312,9 @@ pub struct Image {
     pub view: String,
     /// `train` or `valid` (the official *validate* and *test* splits together).
     pub split: String,
+    /// The metadata CSV and its line this image comes from (what an error about the image
+    /// cites).
+    pub source: (std::path::PathBuf, usize),
     /// The cleaned sentences and their token count; `None` when the study has fewer than 3
     /// tokens (the dataset drops such images).
     pub caption: Option<(Vec<String>, usize)>,
@@ -333,6 +336,16 @@ fn read_csv(path: &Path, columns: &[&str]) -> Result<Vec<(usize, Vec<String>)>, 
     } else {
         Box::new(file)
     };
+    read_csv_from(input, path, columns)
+}
+
+/// The `columns` of a MIMIC metadata or split CSV as `(line, values)`, from any reader; `path`
+/// is the name errors give. Never panics (the fuzz harness's entry point).
+pub fn read_csv_from(
+    input: impl std::io::Read,
+    path: &Path,
+    columns: &[&str],
+) -> Result<Vec<(usize, Vec<String>)>, DataError> {
     let mut reader = csv::Reader::from_reader(input);
     let headers = reader.headers().map_err(|e| DataError::file(path, e.to_string()))?.clone();
     let idx = columns
@@ -404,7 +417,7 @@ pub fn read_images(root: &Path) -> Result<Vec<Image>, DataError> {
         split.insert((r[0].clone(), r[2].clone(), format!("s{}", r[1])), s.to_string());
     }
     let mut images = Vec::new();
-    for (_, r) in meta {
+    for (line, r) in meta {
         let (dicom_id, subject_id, study_id, view) = (&r[0], &r[1], format!("s{}", r[2]), &r[3]);
         if view != "PA" && view != "AP" {
             continue;
@@ -425,8 +438,15 @@ pub fn read_images(root: &Path) -> Result<Vec<Image>, DataError> {
             study_id,
             view: view.clone(),
             split: s.clone(),
+            source: (meta_path.clone(), line),
             caption,
         });
+    }
+    if images.is_empty() {
+        return Err(DataError::file(
+            &meta_path,
+            "no frontal (PA/AP) image with a report and a split entry: nothing to pretrain on",
+        ));
     }
     Ok(images)
 }
@@ -456,6 +476,45 @@ mod tests {
         );
         assert_eq!(count, 15);
         assert!(caption("Normal.", "Clear.").is_none(), "fewer than 3 tokens");
+    }
+
+    /// Sectioning and captions on arbitrary UTF-8 (multi-byte characters next to every
+    /// delimiter the parser slices at) never panic.
+    #[test]
+    fn sectioning_survives_arbitrary_utf8() {
+        let pieces = [
+            "\n",
+            " ",
+            "\n ",
+            "FINDINGS",
+            "IMPRESSION",
+            ":",
+            ": ",
+            ":\u{a0}",
+            "é",
+            "漢",
+            "🫁",
+            "1.",
+            "2",
+            ".",
+            "\u{fffd}",
+            "\n \n",
+            "A",
+        ];
+        let mut state = 0x9e37_79b9u32;
+        for _ in 0..5_000 {
+            let mut text = String::new();
+            for _ in 0..(state % 24) {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                text.push_str(pieces[(state % pieces.len() as u32) as usize]);
+            }
+            let row = sectioned_row(&text);
+            caption(row[0].as_deref().unwrap_or(&text), row[1].as_deref().unwrap_or(" "));
+        }
+        let row = sectioned_row("x\n FINDINGS:\u{a0}漢字 🫁.\n IMPRESSION:\u{2003}é 1.é2.");
+        assert_eq!(row[1].as_deref(), Some("漢字 🫁."));
     }
 
     #[test]

@@ -30,18 +30,30 @@ pub type PolygonBoxes = HashMap<(String, usize), [f64; 4]>;
 
 /// Read the table written by `polygon_boxes.py`: `image_name,object,x,y,w,h`.
 pub fn read_polygon_boxes(path: &Path) -> Result<PolygonBoxes, DataError> {
-    let mut reader = csv::Reader::from_path(path).map_err(|e| DataError::file(path, e.to_string()))?;
+    let file = std::fs::File::open(path).map_err(|e| DataError::file(path, e.to_string()))?;
+    read_polygon_boxes_from(file, path)
+}
+
+/// [`read_polygon_boxes`] from any reader; `path` is the name errors give. Never panics (the fuzz
+/// harness's entry point).
+pub fn read_polygon_boxes_from(input: impl std::io::Read, path: &Path) -> Result<PolygonBoxes, DataError> {
+    let mut reader = csv::Reader::from_reader(input);
     let mut table = HashMap::new();
     for (i, record) in reader.records().enumerate() {
         let line = i + 2;
         let r = record.map_err(|e| DataError::row(path, line, e.to_string()))?;
         let num = |k: usize| -> Result<f64, DataError> {
-            r.get(k)
-                .unwrap_or("")
-                .parse()
-                .map_err(|_| DataError::row(path, line, format!("column {k} is not a number")))
+            r.get(k).unwrap_or("").trim().parse::<f64>().ok().filter(|v| v.is_finite() && *v >= 0.0).ok_or_else(|| {
+                DataError::row(
+                    path,
+                    line,
+                    format!("column {k} = {:?} is not a non-negative number", r.get(k).unwrap_or("")),
+                )
+            })
         };
-        let object = num(1)? as usize;
+        let object = r.get(1).unwrap_or("").trim().parse::<usize>().map_err(|_| {
+            DataError::row(path, line, format!("object index {:?} is not a count", r.get(1).unwrap_or("")))
+        })?;
         table.insert((r.get(0).unwrap_or("").to_string(), object), [num(2)?, num(3)?, num(4)?, num(5)?]);
     }
     Ok(table)
@@ -64,15 +76,22 @@ fn boxes(
         if object.is_empty() {
             continue;
         }
-        let kind = object.as_bytes()[0];
+        let kind = object.as_bytes().first().copied().unwrap_or(b' ');
         match kind {
             b'0' | b'1' => {
-                let numbers: Vec<f64> = object[object.len().min(2)..]
+                // After the one-byte (ASCII) type.
+                let numbers: Vec<f64> = object
+                    .get(1..)
+                    .unwrap_or_default()
                     .split_whitespace()
-                    .map(|t| t.parse::<f64>())
-                    .collect::<Result<_, _>>()
-                    .map_err(|_| {
-                        DataError::row(path, line, format!("object {k} of {image}: {object:?} has a non-number"))
+                    .map(|t| t.parse::<f64>().ok().filter(|v| v.is_finite() && *v >= 0.0))
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| {
+                        DataError::row(
+                            path,
+                            line,
+                            format!("object {k} of {image}: {object:?} has a value that is not a non-negative number"),
+                        )
                     })?;
                 if numbers.len() < 4 || !numbers.len().is_multiple_of(2) {
                     return Err(DataError::row(
@@ -107,7 +126,18 @@ fn boxes(
 
 /// Read `train.csv` or `dev.csv` (`image_name, annotation`).
 pub fn read_list(path: &Path, polygons: Option<&PolygonBoxes>) -> Result<Vec<Entry>, DataError> {
-    let mut reader = csv::Reader::from_path(path).map_err(|e| DataError::file(path, e.to_string()))?;
+    let file = std::fs::File::open(path).map_err(|e| DataError::file(path, e.to_string()))?;
+    read_list_from(file, path, polygons)
+}
+
+/// [`read_list`] from any reader; `path` is the name errors give. Never panics (the fuzz
+/// harness's entry point).
+pub fn read_list_from(
+    input: impl std::io::Read,
+    path: &Path,
+    polygons: Option<&PolygonBoxes>,
+) -> Result<Vec<Entry>, DataError> {
+    let mut reader = csv::Reader::from_reader(input);
     let headers = reader.headers().map_err(|e| DataError::file(path, e.to_string()))?.clone();
     let column = |name: &str| {
         headers.iter().position(|h| h == name).ok_or_else(|| DataError::file(path, format!("no column `{name}`")))
@@ -123,6 +153,9 @@ pub fn read_list(path: &Path, polygons: Option<&PolygonBoxes>) -> Result<Vec<Ent
         }
         let b = boxes(path, line, &image, r.get(annotation).unwrap_or(""), polygons)?;
         out.push(Entry { image_name: image, boxes: b });
+    }
+    if out.is_empty() {
+        return Err(DataError::file(path, "no rows"));
     }
     Ok(out)
 }
@@ -147,6 +180,12 @@ mod tests {
         let table: PolygonBoxes = [(("b.jpg".to_string(), 1), [1.0, 2.0, 3.0, 4.0])].into();
         let b = boxes(p, 7, "b.jpg", "0 0 0 2 2;2 1 1 5 1 5 5", Some(&table)).unwrap();
         assert_eq!(b[1], [1.0, 2.0, 3.0, 4.0]);
+        // Non-numbers, NaN, infinities, negatives and multi-byte characters after the type
+        // are errors naming the line (the last one used to panic slicing inside a character).
+        for bad in ["0 1 2 NaN 4", "0 1 2 inf 4", "0 -1 2 3 4", "0é 1 2 3 4", "1 x 1 2 2", "é 1 2"] {
+            let err = boxes(p, 9, "c.jpg", bad, None).unwrap_err().to_string();
+            assert!(err.contains("line 9"), "{bad}: {err}");
+        }
         // data.md §7.3: 8,000 training images give 7,200 / 800.
         let (train, valid) = split(8_000);
         assert_eq!((train.len(), valid.len()), (7_200, 800));

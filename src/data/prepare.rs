@@ -173,6 +173,9 @@ pub fn prepare(options: &PrepareOptions) -> Result<Prepared, DataError> {
         sources.insert(relative.to_string(), FileDigest { sha256: sha256(&bytes), size: bytes.len() });
         Ok(path)
     };
+    // Where a table's image path came from, where it is known more precisely than "the label
+    // file": (file, line), for messages about that image.
+    let mut origins: HashMap<String, (PathBuf, usize)> = HashMap::new();
     let splits = match options.dataset {
         Dataset::Rsna => {
             let labels = source("stage_2_train_labels.csv")?;
@@ -282,6 +285,7 @@ pub fn prepare(options: &PrepareOptions) -> Result<Prepared, DataError> {
             source(&mimic::csv_name(&options.root, "mimic-cxr-2.0.0-metadata.csv"))?;
             source(&mimic::csv_name(&options.root, "mimic-cxr-2.0.0-split.csv"))?;
             let images = mimic::read_images(&options.root)?;
+            origins.extend(images.iter().map(|im| (im.path.clone(), im.source.clone())));
             let header = ["path", "dicom_id", "subject_id", "study_id", "ViewPosition", "caption", "tokens"]
                 .map(String::from)
                 .to_vec();
@@ -500,11 +504,27 @@ pub fn prepare(options: &PrepareOptions) -> Result<Prepared, DataError> {
             } else if options.on_bad == OnBad::Skip {
                 skipped.push(format!("{name}: {} (image missing)", row[0]));
             } else {
-                return Err(DataError::row(
-                    &options.root.join(name),
-                    index + 2,
-                    format!("image {} does not exist (use --on-bad skip to drop such rows)", image.display()),
-                ));
+                let hint = "use --on-bad skip to drop such rows";
+                return Err(match origins.get(&row[0]) {
+                    Some((file, line)) => DataError::row(
+                        file,
+                        *line,
+                        format!(
+                            "image {} does not exist (this row would be line {} of the prepared {name}; {hint})",
+                            image.display(),
+                            index + 2
+                        ),
+                    ),
+                    None => DataError::file(
+                        &options.root,
+                        format!(
+                            "image {} does not exist (it would be line {} of the prepared {name}, from {}; {hint})",
+                            image.display(),
+                            index + 2,
+                            sources.keys().cloned().collect::<Vec<_>>().join(", ")
+                        ),
+                    ),
+                });
             }
         }
         table.rows = kept;
@@ -606,6 +626,39 @@ pub fn verify(out: &Path) -> Result<Verification, DataError> {
 mod tests {
     use super::*;
     use crate::assets;
+
+    /// The issue's poor message: a missing MIMIC JPEG cited `<root>/valid.csv line 2`, a file
+    /// that does not exist. Now it cites the metadata CSV line the image comes from, and the
+    /// JPEG's path.
+    #[test]
+    fn a_missing_mimic_jpeg_cites_the_metadata_line() {
+        let root = std::env::temp_dir().join(format!("mgca-prepare-mimic-{}", std::process::id()));
+        crate::data::synth::mimic(&root, crate::data::synth::Scale::Tiny, 5).unwrap();
+        let options = PrepareOptions::new(Dataset::Mimic, Task::Pretraining, root.clone());
+        let prepared = prepare(&options).unwrap();
+        let valid = &prepared.tables.iter().find(|(n, _)| *n == "valid.csv").unwrap().1;
+        let missing = valid.rows[0][0].clone();
+        std::fs::remove_file(root.join(&missing)).unwrap();
+        let err = prepare(&options).unwrap_err();
+        let text = err.to_string();
+        let name = err.path.file_name().unwrap().to_string_lossy().to_string();
+        assert!(name.starts_with("mimic-cxr-2.0.0-metadata.csv") && err.line.is_some(), "{text}");
+        assert!(err.path.is_file(), "the cited file exists: {text}");
+        assert!(text.contains(&missing) && text.contains("does not exist"), "{text}");
+        // The cited line is the image's metadata row.
+        let dicom_id = Path::new(&missing).file_stem().unwrap().to_string_lossy().to_string();
+        let meta = std::fs::read(&err.path).unwrap();
+        let meta = if name.ends_with(".gz") {
+            let mut out = String::new();
+            std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&meta[..]), &mut out).unwrap();
+            out
+        } else {
+            String::from_utf8(meta).unwrap()
+        };
+        let line = meta.lines().nth(err.line.unwrap() - 1).unwrap();
+        assert!(line.starts_with(&dicom_id), "{line}");
+        std::fs::remove_dir_all(root).ok();
+    }
 
     /// On the real RSNA label file, every split and subset equals, patient for patient and in
     /// order, what pandas and scikit-learn compute with the reference's code

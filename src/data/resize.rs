@@ -341,16 +341,32 @@ fn apply_taps(img: &Gray, xs: &[(usize, usize, i32, i32)], ys: &[(usize, usize, 
     Gray::new(height, width, out)
 }
 
-/// `resize_img(size)`: aspect-preserving area resize, then zero padding to `size × size`.
-pub fn resize_and_pad(img: &Gray, size: usize) -> Gray {
-    let (h, w) = target_size(img.height, img.width, size);
+/// The size [`resize_and_pad`] resizes to, or why the image cannot be: an empty image, or one
+/// so elongated that its short side would become 0 pixels (aspect ratio beyond `size`:1).
+pub fn checked_target_size(height: usize, width: usize, size: usize) -> Result<(usize, usize), String> {
+    if height == 0 || width == 0 || size == 0 {
+        return Err(format!("an image of {width} x {height} pixels cannot be resized to {size} x {size}"));
+    }
+    let (h, w) = target_size(height, width, size);
+    if h == 0 || w == 0 {
+        return Err(format!(
+            "an image of {width} x {height} pixels (width x height) cannot be resized to {size} x {size}: its short side would become 0 pixels (aspect ratio beyond {size}:1)"
+        ));
+    }
+    Ok((h, w))
+}
+
+/// `resize_img(size)`: aspect-preserving area resize, then zero padding to `size × size`. An
+/// image [`checked_target_size`] refuses is an error.
+pub fn resize_and_pad(img: &Gray, size: usize) -> Result<Gray, String> {
+    let (h, w) = checked_target_size(img.height, img.width, size)?;
     let resized = resize_area(img, h, w);
     let mut out = vec![0u8; size * size];
     let (top, left) = ((size - h) / 2, (size - w) / 2);
     for y in 0..h {
         out[(top + y) * size + left..(top + y) * size + left + w].copy_from_slice(&resized.pixels[y * w..(y + 1) * w]);
     }
-    Gray::new(size, size, out)
+    Ok(Gray::new(size, size, out))
 }
 
 #[cfg(test)]
@@ -364,7 +380,7 @@ mod tests {
         assert_eq!(target_size(2544, 3056, 256), (213, 256));
         assert_eq!(target_size(1024, 1024, 256), (256, 256));
         assert_eq!(target_size(390, 320, 256), (256, 210));
-        let padded = resize_and_pad(&Gray::new(390, 320, vec![200; 390 * 320]), 256);
+        let padded = resize_and_pad(&Gray::new(390, 320, vec![200; 390 * 320]), 256).unwrap();
         let row = &padded.pixels[100 * 256..101 * 256];
         // 256 − 210 = 46: 23 zero columns on each side.
         assert!(
@@ -372,6 +388,19 @@ mod tests {
                 && row[23..233].iter().all(|&v| v == 200)
                 && row[233..].iter().all(|&v| v == 0)
         );
+    }
+
+    /// The panics: a 600 × 2 PNG and a 4 × 25600 DICOM cannot keep their aspect at
+    /// 256 px; the resize says so with the size, and extreme but resizable ones still work.
+    #[test]
+    fn images_too_elongated_for_the_crop_are_errors() {
+        for (h, w) in [(2, 600), (25_600, 4), (0, 5), (5, 0)] {
+            let err = resize_and_pad(&Gray::new(h, w, vec![9; h * w]), 256).unwrap_err();
+            assert!(err.contains(&format!("{w} x {h} pixels")), "{err}");
+        }
+        let thin = resize_and_pad(&Gray::new(1, 256, vec![9; 256]), 256).unwrap();
+        assert_eq!(thin.pixels.iter().filter(|&&v| v == 9).count(), 256);
+        assert!(resize_and_pad(&Gray::new(3, 700, vec![9; 2100]), 256).is_ok());
     }
 
     #[test]
@@ -404,7 +433,7 @@ mod tests {
         let mut failures = Vec::new();
         for case in expected["cases"].as_array().unwrap() {
             let (h, w) = (case["height"].as_u64().unwrap() as usize, case["width"].as_u64().unwrap() as usize);
-            let out = resize_and_pad(&formula(h, w), 256);
+            let out = resize_and_pad(&formula(h, w), 256).unwrap();
             if let Ok(dir) = std::env::var("MGCA_DUMP_DIR") {
                 std::fs::write(format!("{dir}/{h}x{w}.u8"), &out.pixels).unwrap();
             }

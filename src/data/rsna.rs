@@ -59,10 +59,22 @@ fn python_float(v: f64) -> String {
     if v.fract() == 0.0 && v.abs() < 1e16 { format!("{v:.1}") } else { format!("{v}") }
 }
 
+/// The largest side a DICOM image can have (Rows and Columns are 16-bit): boxes reaching
+/// beyond it are refused when the labels are read; boxes outside their actual image when the
+/// image is (see [`super::targets`]).
+pub const MAX_SIDE: f64 = 65_535.0;
+
 /// Read `stage_2_train_labels.csv` into the per-patient table, sorted by patient id. Every
 /// malformed row is an error naming the file and the line.
 pub fn read_labels(path: &Path) -> Result<Vec<Patient>, DataError> {
-    let mut reader = csv::Reader::from_path(path).map_err(|e| DataError::file(path, e.to_string()))?;
+    let file = std::fs::File::open(path).map_err(|e| DataError::file(path, e.to_string()))?;
+    read_labels_from(file, path)
+}
+
+/// [`read_labels`] from any reader; `path` is the name errors give. Never panics (the fuzz
+/// harness's entry point).
+pub fn read_labels_from(input: impl std::io::Read, path: &Path) -> Result<Vec<Patient>, DataError> {
+    let mut reader = csv::Reader::from_reader(input);
     let headers = reader.headers().map_err(|e| DataError::file(path, e.to_string()))?.clone();
     let column = |name: &str| {
         headers.iter().position(|h| h == name).ok_or_else(|| DataError::file(path, format!("no column `{name}`")))
@@ -87,11 +99,27 @@ pub fn read_labels(path: &Path) -> Result<Vec<Patient>, DataError> {
                         DataError::row(path, line, format!("`{name}` = {:?} is not a box coordinate", field(i)))
                     })
                 };
+                let raw = [(x, "x"), (y, "y"), (w, "width"), (h, "height")]
+                    .map(|(i, name)| format!("{name} {}", field(i).trim()))
+                    .join(", ");
                 let (x, y, w, h) = (number(x, "x")?, number(y, "y")?, number(w, "width")?, number(h, "height")?);
+                if w <= 0.0 || h <= 0.0 {
+                    return Err(DataError::row(path, line, format!("an empty box: width {w}, height {h}")));
+                }
+                if x + w > MAX_SIDE || y + h > MAX_SIDE {
+                    return Err(DataError::row(
+                        path,
+                        line,
+                        format!("the box {raw} reaches beyond {MAX_SIDE} pixels, the largest image a DICOM can hold"),
+                    ));
+                }
                 boxes.push([x, y, x + w, y + h]);
             }
             other => return Err(DataError::row(path, line, format!("Target {other:?} is neither 0 nor 1"))),
         }
+    }
+    if patients.is_empty() {
+        return Err(DataError::file(path, "no label rows"));
     }
     Ok(patients.into_iter().map(|(id, boxes)| Patient { id, boxes }).collect())
 }
@@ -155,6 +183,32 @@ mod tests {
         assert!(err.contains("bad.csv") && err.contains("line 3") && err.contains("`width`"), "{err}");
         let path = write("target.csv", "patientId,x,y,width,height,Target\na,,,,,2\n");
         assert!(read_labels(&path).unwrap_err().to_string().contains("line 2"));
+    }
+
+    /// The silent result: a box at x = 1e300 was accepted. Huge, negative, NaN and
+    /// empty boxes are errors naming the file and line.
+    #[test]
+    fn boxes_outside_any_image_are_errors() {
+        for (row, words) in [
+            ("a,1e300,2,3,4,1", "beyond 65535"),
+            ("a,1,2,70000,4,1", "beyond 65535"),
+            ("a,-1,2,3,4,1", "`x`"),
+            ("a,NaN,2,3,4,1", "`x`"),
+            ("a,1,inf,3,4,1", "`y`"),
+            ("a,1,2,0,4,1", "empty box"),
+            ("a,1,2,3,0,1", "empty box"),
+        ] {
+            let path = write("boxes.csv", &format!("patientId,x,y,width,height,Target\nb,,,,,0\n{row}\n"));
+            let err = read_labels(&path).unwrap_err().to_string();
+            assert!(err.contains("boxes.csv line 3") && err.contains(words), "{row}: {err}");
+        }
+        // Short rows, an empty file, a header only.
+        let path = write("short.csv", "patientId,x,y,width,height,Target\na,1\n");
+        assert!(read_labels(&path).unwrap_err().to_string().contains("short.csv line 2"));
+        let path = write("empty.csv", "");
+        assert!(read_labels(&path).unwrap_err().to_string().contains("empty.csv"));
+        let path = write("header.csv", "patientId,x,y,width,height,Target\n");
+        assert!(read_labels(&path).unwrap_err().to_string().contains("no label rows"));
     }
 
     /// The real label file (from the torchxrayvision wheel, see `cargo xtask assets`): every

@@ -65,7 +65,7 @@ pub fn object_cxr_detection(path: &Path, boxes: &[[f64; 4]]) -> Result<Detection
 /// RSNA segmentation: the box mask of the DICOM at `path`.
 pub fn rsna_segmentation(path: &Path, boxes: &[[f64; 4]]) -> Result<SegmentationSample, DataError> {
     let img = full_resolution(path)?;
-    let mask = targets::rsna_mask(boxes, img.height, img.width, 224);
+    let mask = targets::rsna_mask(boxes, img.height, img.width, 224).map_err(|m| DataError::file(path, m))?;
     Ok(SegmentationSample { image: image_224(&img), mask })
 }
 

@@ -37,7 +37,14 @@ impl Row {
 
 /// Read `train-rle.csv`; the run lengths of every row are checked to be well formed.
 pub fn read_rle(path: &Path) -> Result<Vec<Row>, DataError> {
-    let mut reader = csv::Reader::from_path(path).map_err(|e| DataError::file(path, e.to_string()))?;
+    let file = std::fs::File::open(path).map_err(|e| DataError::file(path, e.to_string()))?;
+    read_rle_from(file, path)
+}
+
+/// [`read_rle`] from any reader; `path` is the name errors give. Never panics (the fuzz
+/// harness's entry point).
+pub fn read_rle_from(input: impl std::io::Read, path: &Path) -> Result<Vec<Row>, DataError> {
+    let mut reader = csv::Reader::from_reader(input);
     let headers = reader.headers().map_err(|e| DataError::file(path, e.to_string()))?.clone();
     let column = |name: &str| {
         headers
@@ -55,21 +62,14 @@ pub fn read_rle(path: &Path) -> Result<Vec<Row>, DataError> {
         if image_id.is_empty() {
             return Err(DataError::row(path, line, "empty ImageId"));
         }
-        if !rle::is_negative(&value) {
-            // Parse (into a 1-pixel-wide probe) only to validate: numbers that pair up.
-            let numbers: Result<Vec<usize>, _> = value.split_whitespace().map(str::parse::<usize>).collect();
-            match numbers {
-                Ok(n) if !n.is_empty() && n.len().is_multiple_of(2) => {}
-                _ => {
-                    return Err(DataError::row(
-                        path,
-                        line,
-                        format!("EncodedPixels {value:?} is not run-length pairs or -1"),
-                    ));
-                }
-            }
-        }
+        // Validated here, where the row is known: pairs of numbers whose runs end within the
+        // largest image a DICOM can hold (the image's own size is checked when it is decoded).
+        rle::runs(&value, crate::data::image::MAX_PIXELS)
+            .map_err(|e| DataError::row(path, line, format!("EncodedPixels is not run-length pairs or -1: {e}")))?;
         rows.push(Row { image_id, encoded: value });
+    }
+    if rows.is_empty() {
+        return Err(DataError::file(path, "no rows"));
     }
     Ok(rows)
 }
@@ -87,7 +87,7 @@ pub fn image_paths(root: &Path) -> Result<HashMap<String, String>, DataError> {
             if path.is_dir() {
                 stack.push(path);
             } else if let Some(stem) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".dcm")) {
-                let relative = path.strip_prefix(root).expect("under the root").to_string_lossy().replace('\\', "/");
+                let relative = path.strip_prefix(root).unwrap_or(&path).to_string_lossy().replace('\\', "/");
                 paths.insert(stem.to_string(), relative);
             }
         }
@@ -200,6 +200,14 @@ mod tests {
         std::fs::write(&path, "ImageId, EncodedPixels\na, -1\nb, 1 2 3\n").unwrap();
         let err = read_rle(&path).unwrap_err().to_string();
         assert!(err.contains("train-rle.csv line 3"), "{err}");
+        // Runs past any image, or whose sums overflow: the file and row are named.
+        let huge = u64::MAX;
+        std::fs::write(&path, format!("ImageId, EncodedPixels\na, 1 2\nb, {huge} 1 {huge} 1\nc, 1 999999999999\n"))
+            .unwrap();
+        let err = read_rle(&path).unwrap_err().to_string();
+        assert!(err.contains("train-rle.csv line 3") && err.contains("past the image"), "{err}");
+        std::fs::write(&path, "ImageId, EncodedPixels\nc, 1 999999999999\n").unwrap();
+        assert!(read_rle(&path).unwrap_err().to_string().contains("line 2"));
         std::fs::remove_dir_all(dir).ok();
     }
 }

@@ -11,14 +11,36 @@
 //!
 //! **Deviation:** the reference normalises the boxes in place inside its stored array (harmless
 //! with worker processes, shrinking boxes on every access without); here every target is a
-//! fresh value. More boxes than rows is an error, not a silent truncation.
+//! fresh value. More boxes than rows is an error, not a silent truncation; so is a box that is
+//! empty or not inside its image (the reference would normalise it to a target outside [0, 1]
+//! or clip it silently), and a mask for an image smaller than the mask size.
 
 use super::resize::resize_area_f32;
 use super::rle::{self, RleError};
 
+/// Every corner box `[x1, y1, x2, y2]` finite, non-empty and inside the `width × height` image.
+pub fn check_corner_boxes(boxes: &[[f64; 4]], width: f64, height: f64) -> Result<(), String> {
+    for (k, &[x1, y1, x2, y2]) in boxes.iter().enumerate() {
+        let inside = [x1, y1, x2, y2].iter().all(|v| v.is_finite())
+            && 0.0 <= x1
+            && x1 < x2
+            && x2 <= width
+            && 0.0 <= y1
+            && y1 < y2
+            && y2 <= height;
+        if !inside {
+            return Err(format!(
+                "box {k} [x1 {x1:?}, y1 {y1:?}, x2 {x2:?}, y2 {y2:?}] is empty or not inside the {width} x {height} image"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// RSNA: boxes `[x1, y1, x2, y2]` of an image `width × height` into 10 rows
 /// `[0, cx/W, cy/H, w/W, h/H]`, zero-padded.
 pub fn rsna_detection(boxes: &[[f64; 4]], width: f64, height: f64) -> Result<Vec<[f64; 5]>, String> {
+    check_corner_boxes(boxes, width, height)?;
     let rows: Vec<[f64; 5]> = boxes
         .iter()
         .map(|&[x1, y1, x2, y2]| {
@@ -31,6 +53,8 @@ pub fn rsna_detection(boxes: &[[f64; 4]], width: f64, height: f64) -> Result<Vec
 /// Object-CXR: boxes `[x, y, w, h]` into 20 rows `[0, (x + w/2)/W, (y + h/2)/H, w/W, h/H]`,
 /// zero-padded.
 pub fn object_cxr_detection(boxes: &[[f64; 4]], width: f64, height: f64) -> Result<Vec<[f64; 5]>, String> {
+    let corners: Vec<[f64; 4]> = boxes.iter().map(|&[x, y, w, h]| [x, y, x + w, y + h]).collect();
+    check_corner_boxes(&corners, width, height)?;
     let rows: Vec<[f64; 5]> = boxes
         .iter()
         .map(|&[x, y, w, h]| [0.0, (x + w / 2.0) / width, (y + h / 2.0) / height, w / width, h / height])
@@ -48,7 +72,11 @@ fn pad(mut rows: Vec<[f64; 5]>, n: usize) -> Result<Vec<[f64; 5]>, String> {
 
 /// RSNA: the box mask at `height × width` (boxes with `y2 > 0`, coordinates truncated, rows
 /// `y1..y2`, columns `x1..x2`), shrunk to `size × size`.
-pub fn rsna_mask(boxes: &[[f64; 4]], height: usize, width: usize, size: usize) -> Vec<f32> {
+pub fn rsna_mask(boxes: &[[f64; 4]], height: usize, width: usize, size: usize) -> Result<Vec<f32>, String> {
+    // All-zero rows are the padding of a detection target, which the reference's mask skips.
+    let real: Vec<[f64; 4]> = boxes.iter().copied().filter(|b| *b != [0.0; 4]).collect();
+    check_corner_boxes(&real, width as f64, height as f64)?;
+    check_mask_size(height, width, size)?;
     let mut mask = vec![0f32; height * width];
     for &[x1, y1, x2, y2] in boxes.iter().filter(|b| b[3] > 0.0) {
         let clip = |v: f64, hi: usize| (v.trunc().max(0.0) as usize).min(hi);
@@ -58,12 +86,22 @@ pub fn rsna_mask(boxes: &[[f64; 4]], height: usize, width: usize, size: usize) -
             }
         }
     }
-    resize_area_f32(&mask, height, width, size, size)
+    Ok(resize_area_f32(&mask, height, width, size, size))
+}
+
+/// Masks are only shrunk (as the reference's images always are): an image smaller than the
+/// mask is an error, not a panic.
+fn check_mask_size(height: usize, width: usize, size: usize) -> Result<(), String> {
+    if height < size || width < size || size == 0 {
+        return Err(format!("a {width} x {height} image is smaller than the {size} x {size} mask"));
+    }
+    Ok(())
 }
 
 /// SIIM: the union of an image's run-length rows at `height × width`, shrunk to `size × size`
 /// (all zeros for a negative).
 pub fn siim_mask(rows: &[&str], height: usize, width: usize, size: usize) -> Result<Vec<f32>, RleError> {
+    check_mask_size(height, width, size).map_err(RleError)?;
     let mut mask = vec![0u8; height * width];
     for value in rows {
         rle::decode_into(value, width, height, &mut mask)?;
@@ -84,13 +122,34 @@ mod tests {
         assert!(t[1..].iter().all(|r| *r == [0.0; 5]));
         let o = object_cxr_detection(&[[10.0, 20.0, 40.0, 60.0]], 200.0, 100.0).unwrap();
         assert_eq!((o.len(), o[0]), (20, [0.0, 30.0 / 200.0, 50.0 / 100.0, 0.2, 0.6]));
-        assert!(object_cxr_detection(&[[0.0; 4]; 21], 1.0, 1.0).unwrap_err().contains("21 boxes"));
+        assert!(object_cxr_detection(&[[0.0, 0.0, 1.0, 1.0]; 21], 1.0, 1.0).unwrap_err().contains("21 boxes"));
+    }
+
+    /// A box at x = 1e300, negative, NaN, empty or reaching past the image is an error naming
+    /// the box; so is a mask larger than its image (before: a panic in the resize).
+    #[test]
+    fn boxes_outside_the_image_and_small_images_are_errors() {
+        for b in [
+            [1e300, 0.0, 1e300 + 5.0, 4.0],
+            [-1.0, 0.0, 5.0, 4.0],
+            [f64::NAN, 0.0, 5.0, 4.0],
+            [5.0, 0.0, 5.0, 4.0],
+            [0.0, 0.0, 1025.0, 4.0],
+        ] {
+            let err = rsna_detection(&[[1.0, 1.0, 2.0, 2.0], b], 1024.0, 1024.0).unwrap_err();
+            assert!(err.contains("box 1") && err.contains("1024 x 1024"), "{err}");
+            assert!(rsna_mask(&[b], 1024, 1024, 224).unwrap_err().contains("box 0"));
+        }
+        assert!(object_cxr_detection(&[[100.0, 0.0, 150.0, 10.0]], 200.0, 100.0).unwrap_err().contains("box 0"));
+        assert!(rsna_mask(&[[1.0, 1.0, 2.0, 2.0]], 100, 300, 224).unwrap_err().contains("smaller than"));
+        assert!(siim_mask(&["1 2"], 100, 300, 224).unwrap_err().0.contains("smaller than"));
+        assert!(siim_mask(&["1 20000"], 4, 4, 2).unwrap_err().0.contains("past the image"));
     }
 
     #[test]
     fn masks_from_boxes_and_run_lengths() {
         // A 4 × 4 box mask kept at full size: rows 1..3, columns 0..2 (truncated coordinates).
-        let m = rsna_mask(&[[0.9, 1.5, 2.7, 3.2], [0.0; 4]], 4, 4, 4);
+        let m = rsna_mask(&[[0.9, 1.5, 2.7, 3.2], [0.0; 4]], 4, 4, 4).unwrap();
         let want = [0., 0., 0., 0., 1., 1., 0., 0., 1., 1., 0., 0., 0., 0., 0., 0.];
         assert_eq!(m, want);
         // SIIM's 4 × 4 example, OR-ed with a second row, shrunk 4 → 2 (block means).

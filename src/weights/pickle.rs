@@ -157,34 +157,108 @@ pub type PersistentLoad<'a> = dyn FnMut(Value) -> Result<Value, String> + 'a;
 
 /// PyTorch's persistent ids: `('storage', <torch.XStorage>, key, location, numel[, view])`.
 pub fn torch_storage(pid: Value) -> Result<Value, String> {
-    let Value::Tuple(items) = pid else { return Err(format!("persistent id {pid:?} is not a tuple")) };
+    let Value::Tuple(items) = pid else { return Err(format!("persistent id {} is not a tuple", brief(&pid))) };
     match items.as_slice() {
         [Value::Str(kind), Value::Global { name, .. }, key, _location, Value::Int(numel), ..] if kind == "storage" => {
             let dtype = DType::from_storage_name(name).ok_or_else(|| format!("unsupported storage type `{name}`"))?;
             let key = match key {
                 Value::Str(s) => s.clone(),
                 Value::Int(i) => i.to_string(),
-                other => return Err(format!("storage key {other:?}")),
+                other => return Err(format!("storage key {}", brief(other))),
             };
             Ok(Value::Storage(StorageRef { key, dtype, numel: usize::try_from(*numel).map_err(|e| e.to_string())? }))
         }
-        _ => Err(format!("persistent id {items:?} is not a storage")),
+        _ => Err(format!("persistent id {} is not a storage", brief(&items))),
     }
 }
 
+/// The deepest nesting of containers a pickle may build. PyTorch checkpoints nest a handful of
+/// levels (a Lightning checkpoint's hyper-parameters perhaps a dozen); the bound keeps the
+/// recursive drop, clone and comparison of a hostile file's values off the end of the stack.
+pub const MAX_DEPTH: usize = 200;
+
+/// How much copying a pickle's memo and `DUP` may do, per byte of pickle, in [`Value::cost`]
+/// units (about a byte each): a real pickle memoises each container while it is still empty
+/// and each string once, so it copies a few times its own size; a hostile one that fetches a
+/// list and appends it to itself doubles its size per few bytes.
+pub const EXPANSION_PER_BYTE: usize = 64;
+
+/// Copying every pickle may do regardless of its size.
+pub const EXPANSION_FLOOR: usize = 64 << 20;
+
 /// Read one pickle from the start of `data`; returns the value and the bytes consumed.
+/// Never panics: malformed, truncated or hostile input (memo misuse, nesting deeper than
+/// [`MAX_DEPTH`], copying beyond the expansion budget) is an error with a byte position.
 pub fn read(data: &[u8], persistent: &mut PersistentLoad<'_>) -> Result<(Value, usize), PickleError> {
-    let mut m = Machine { data, pos: 0, stack: Vec::new(), marks: Vec::new(), memo: Vec::new() };
+    let budget = data.len().saturating_mul(EXPANSION_PER_BYTE).saturating_add(EXPANSION_FLOOR);
+    let mut m =
+        Machine { data, pos: 0, stack: Vec::new(), marks: Vec::new(), memo: std::collections::HashMap::new(), budget };
     let value = m.run(persistent)?;
     Ok((value, m.pos))
 }
 
+/// A value on the machine's stack or in its memo, with its nesting depth (1 for a scalar).
+type Slot = (Value, usize);
+
 struct Machine<'a> {
     data: &'a [u8],
     pos: usize,
-    stack: Vec<Value>,
+    stack: Vec<Slot>,
     marks: Vec<usize>,
-    memo: Vec<Option<Value>>,
+    memo: std::collections::HashMap<usize, Slot>,
+    /// Copying left (see [`EXPANSION_PER_BYTE`]).
+    budget: usize,
+}
+
+impl Value {
+    /// Roughly the bytes a copy of this value costs: 64 per node plus string and byte payloads.
+    /// Recursion is bounded by the depth the reader allows.
+    pub fn cost(&self) -> usize {
+        const NODE: usize = 64;
+        let many = |items: &[Value]| items.iter().fold(NODE, |a, v| a.saturating_add(v.cost()));
+        match self {
+            Value::Str(s) => NODE + s.len(),
+            Value::Bytes(b) | Value::BigInt(b) => NODE + b.len(),
+            Value::List(items) | Value::Tuple(items) | Value::Set(items) => many(items),
+            Value::Dict(entries) => {
+                entries.iter().fold(NODE, |a, (k, v)| a.saturating_add(k.cost()).saturating_add(v.cost()))
+            }
+            Value::Global { module, name } => NODE + module.len() + name.len(),
+            Value::Object { callable, args, state } => NODE
+                .saturating_add(callable.cost())
+                .saturating_add(args.cost())
+                .saturating_add(state.as_ref().map_or(0, |s| s.cost())),
+            Value::Storage(s) => NODE + s.key.len(),
+            Value::Tensor(t) => NODE + t.storage.key.len() + 8 * (t.shape.len() + t.stride.len()),
+            _ => NODE,
+        }
+    }
+}
+
+/// The nesting depth of `v`, counting no further than `limit + 1` levels.
+fn depth(v: &Value, limit: usize) -> usize {
+    if limit == 0 {
+        return 1;
+    }
+    let deepest = |items: &mut dyn Iterator<Item = &Value>| items.map(|x| depth(x, limit - 1)).max().unwrap_or(0);
+    1 + match v {
+        Value::List(items) | Value::Tuple(items) | Value::Set(items) => deepest(&mut items.iter()),
+        Value::Dict(entries) => deepest(&mut entries.iter().flat_map(|(k, v)| [k, v])),
+        Value::Object { callable, args, state } => {
+            deepest(&mut [callable.as_ref(), args.as_ref()].into_iter().chain(state.as_deref()))
+        }
+        _ => 0,
+    }
+}
+
+/// `v`'s `Debug` text, cut to a length an error message can carry.
+fn brief(v: &impl fmt::Debug) -> String {
+    const MAX: usize = 200;
+    let text = format!("{v:?}");
+    match text.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    }
 }
 
 fn usize_of(v: &Value) -> Option<usize> {
@@ -199,6 +273,15 @@ fn usizes(v: &Value) -> Option<Vec<usize>> {
         Value::Tuple(items) | Value::List(items) => items.iter().map(usize_of).collect(),
         _ => None,
     }
+}
+
+/// The last storage element a view of `shape` and `stride` at `offset` touches, or `None`
+/// when that does not fit in `usize`.
+pub fn last_element(offset: usize, shape: &[usize], stride: &[usize]) -> Option<usize> {
+    shape
+        .iter()
+        .zip(stride)
+        .try_fold(offset, |acc, (&n, &s)| n.saturating_sub(1).checked_mul(s).and_then(|x| acc.checked_add(x)))
 }
 
 /// Apply a call the reader understands; anything else stays an opaque object.
@@ -222,8 +305,11 @@ fn call(callable: Value, args: Value) -> Result<Value, String> {
                 if shape.len() != stride.len() {
                     return Err(format!("tensor size {shape:?} and stride {stride:?} differ in rank"));
                 }
-                let last = shape.iter().zip(&stride).map(|(n, s)| n.saturating_sub(1) * s).sum::<usize>();
-                if shape.iter().all(|&n| n > 0) && offset + last >= storage.numel {
+                if shape.iter().try_fold(1usize, |a, &n| a.checked_mul(n)).is_none() {
+                    return Err(format!("tensor size {shape:?} has more elements than fit in memory"));
+                }
+                let last = last_element(offset, &shape, &stride);
+                if shape.iter().all(|&n| n > 0) && last.is_none_or(|last| last >= storage.numel) {
                     return Err(format!(
                         "tensor of size {shape:?} at offset {offset} overruns its storage of {} elements",
                         storage.numel
@@ -231,15 +317,21 @@ fn call(callable: Value, args: Value) -> Result<Value, String> {
                 }
                 Ok(Value::Tensor(TensorRef { storage: storage.clone(), offset, shape, stride }))
             }
-            _ => Err(format!("{module}.{name} called with {list:?}")),
+            _ => Err(format!("{module}.{name} called with {}", brief(&list))),
         },
         ("torch._utils", "_rebuild_parameter" | "_rebuild_parameter_with_state") => {
             list.first().cloned().ok_or_else(|| format!("{name} without data"))
         }
-        // `_rebuild_from_type_v2(func, type, args, state)`: the tensor is `func(*args)`.
+        // `_rebuild_from_type_v2(func, type, args, state)`: the tensor is `func(*args)`. A
+        // nested `_rebuild_from_type_v2` as `func` is not followed (PyTorch never writes one).
         ("torch._tensor", "_rebuild_from_type_v2") => match list {
-            [func, _, inner, ..] => call(func.clone(), inner.clone()),
-            _ => Err(format!("{module}.{name} called with {list:?}")),
+            [func, _, inner, ..]
+                if !matches!(func, Value::Global { module: m, name: n }
+                    if m == "torch._tensor" && n == "_rebuild_from_type_v2") =>
+            {
+                call(func.clone(), inner.clone())
+            }
+            _ => Err(format!("{module}.{name} called with {}", brief(&list))),
         },
         ("collections", "OrderedDict") if list.is_empty() => Ok(Value::Dict(Vec::new())),
         ("builtins" | "__builtin__", "set" | "frozenset") => match list {
@@ -265,63 +357,114 @@ impl Machine<'_> {
     }
 
     fn u8(&mut self) -> Result<u8, PickleError> {
-        Ok(self.take(1)?[0])
+        let [b] = self.le::<1>()?;
+        Ok(b)
     }
 
     fn le<const N: usize>(&mut self) -> Result<[u8; N], PickleError> {
-        Ok(self.take(N)?.try_into().expect("N bytes"))
+        let at = self.pos;
+        let bytes = self.take(N)?;
+        bytes.try_into().map_err(|_| PickleError { at, message: format!("truncated: {N} bytes needed") })
+    }
+
+    /// A length field, which must fit in what is left of the pickle.
+    fn length(&mut self, n: u64) -> Result<usize, PickleError> {
+        usize::try_from(n).map_err(|_| self.err(self.pos, format!("truncated: {n} more bytes needed")))
     }
 
     fn line(&mut self) -> Result<String, PickleError> {
         let start = self.pos;
-        let len = self.data[start..].iter().position(|&b| b == b'\n').ok_or_else(|| self.err(start, "no newline"))?;
-        let s = String::from_utf8_lossy(&self.data[start..start + len]).into_owned();
+        let rest = self.data.get(start..).unwrap_or_default();
+        let len = rest.iter().position(|&b| b == b'\n').ok_or_else(|| self.err(start, "truncated: no newline"))?;
+        let s = String::from_utf8_lossy(&rest[..len]).into_owned();
         self.pos = start + len + 1;
         Ok(s)
     }
 
-    fn pop(&mut self, at: usize) -> Result<Value, PickleError> {
+    /// Charge the copy of a value of `cost` to the expansion budget.
+    fn spend(&mut self, cost: usize, at: usize) -> Result<(), PickleError> {
+        self.budget = self.budget.checked_sub(cost).ok_or_else(|| {
+            self.err(at, "the pickle copies values beyond its expansion budget (a memo reference bomb?)")
+        })?;
+        Ok(())
+    }
+
+    fn push(&mut self, v: Value, depth: usize, at: usize) -> Result<(), PickleError> {
+        if depth > MAX_DEPTH {
+            return Err(self.err(at, format!("values nest deeper than {MAX_DEPTH} levels")));
+        }
+        self.stack.push((v, depth));
+        Ok(())
+    }
+
+    fn scalar(&mut self, v: Value) {
+        self.stack.push((v, 1));
+    }
+
+    fn pop(&mut self, at: usize) -> Result<Slot, PickleError> {
         if self.marks.last().is_some_and(|&m| m >= self.stack.len()) {
             return Err(self.err(at, "pop across a mark"));
         }
         self.stack.pop().ok_or_else(|| self.err(at, "stack underflow"))
     }
 
-    fn pop_mark(&mut self, at: usize) -> Result<Vec<Value>, PickleError> {
+    fn pop_mark(&mut self, at: usize) -> Result<(Vec<Value>, usize), PickleError> {
         let mark = self.marks.pop().ok_or_else(|| self.err(at, "no mark"))?;
-        Ok(self.stack.split_off(mark))
+        if mark > self.stack.len() {
+            return Err(self.err(at, "stack underflow below a mark"));
+        }
+        let items = self.stack.split_off(mark);
+        let depth = items.iter().map(|(_, d)| *d).max().unwrap_or(0);
+        Ok((items.into_iter().map(|(v, _)| v).collect(), depth))
     }
 
-    fn top(&mut self, at: usize) -> Result<&mut Value, PickleError> {
+    fn top(&mut self, at: usize) -> Result<&mut Slot, PickleError> {
+        if self.marks.last().is_some_and(|&m| m >= self.stack.len()) {
+            return Err(self.err(at, "no value above the mark"));
+        }
         let e = self.err(at, "stack underflow");
         self.stack.last_mut().ok_or(e)
     }
 
-    fn memo_put(&mut self, index: usize, at: usize) -> Result<(), PickleError> {
-        let v = self.stack.last().cloned().ok_or_else(|| self.err(at, "memoise on an empty stack"))?;
-        if self.memo.len() <= index {
-            self.memo.resize(index + 1, None);
+    /// Nest items of depth `depth` into the top value.
+    fn deepen_top(&mut self, depth: usize, at: usize) -> Result<(), PickleError> {
+        let top = self.top(at)?;
+        top.1 = top.1.max(depth + 1);
+        if top.1 > MAX_DEPTH {
+            return Err(self.err(at, format!("values nest deeper than {MAX_DEPTH} levels")));
         }
-        self.memo[index] = Some(v);
+        Ok(())
+    }
+
+    fn memo_put(&mut self, index: usize, at: usize) -> Result<(), PickleError> {
+        let (v, d) = self.top(at).map_err(|_| PickleError { at, message: "memoise on an empty stack".into() })?;
+        let cost = v.cost();
+        let slot = (v.clone(), *d);
+        self.spend(cost, at)?;
+        self.memo.insert(index, slot);
         Ok(())
     }
 
     fn memo_get(&mut self, index: usize, at: usize) -> Result<(), PickleError> {
-        let v = self.memo.get(index).cloned().flatten().ok_or_else(|| self.err(at, format!("memo {index} unset")))?;
-        self.stack.push(v);
+        let (v, d) = self.memo.get(&index).ok_or_else(|| self.err(at, format!("memo {index} unset")))?;
+        let cost = v.cost();
+        let slot = (v.clone(), *d);
+        self.spend(cost, at)?;
+        self.stack.push(slot);
         Ok(())
     }
 
-    fn set_items(&mut self, items: Vec<Value>, at: usize) -> Result<(), PickleError> {
+    fn set_items(&mut self, items: Vec<Value>, depth: usize, at: usize) -> Result<(), PickleError> {
         if !items.len().is_multiple_of(2) {
             return Err(self.err(at, "odd number of dict items"));
         }
+        self.deepen_top(depth, at)?;
         let mut pairs = Vec::with_capacity(items.len() / 2);
         let mut it = items.into_iter();
         while let (Some(k), Some(v)) = (it.next(), it.next()) {
             pairs.push((k, v));
         }
-        match self.top(at)? {
+        match &mut self.top(at)?.0 {
             Value::Dict(entries) => {
                 for (k, v) in pairs {
                     match entries.iter_mut().find(|(key, _)| *key == k) {
@@ -343,8 +486,9 @@ impl Machine<'_> {
         }
     }
 
-    fn append(&mut self, items: Vec<Value>, at: usize) -> Result<(), PickleError> {
-        match self.top(at)? {
+    fn append(&mut self, items: Vec<Value>, depth: usize, at: usize) -> Result<(), PickleError> {
+        self.deepen_top(depth, at)?;
+        match &mut self.top(at)?.0 {
             Value::List(list) | Value::Set(list) => {
                 list.extend(items);
                 Ok(())
@@ -352,6 +496,12 @@ impl Machine<'_> {
             Value::Object { .. } => Ok(()), // a list subclass we do not model
             other => Err(PickleError { at, message: format!("APPENDS on {}", kind(other)) }),
         }
+    }
+
+    fn persistent(&mut self, pid: Value, persistent: &mut PersistentLoad<'_>, at: usize) -> Result<(), PickleError> {
+        let v = persistent(pid).map_err(|m| self.err(at, m))?;
+        let d = depth(&v, MAX_DEPTH);
+        self.push(v, d, at)
     }
 
     fn run(&mut self, persistent: &mut PersistentLoad<'_>) -> Result<Value, PickleError> {
@@ -368,7 +518,7 @@ impl Machine<'_> {
                 0x95 => {
                     self.le::<8>()?; // FRAME: a length hint
                 }
-                b'.' => return self.pop(at),
+                b'.' => return Ok(self.pop(at)?.0),
                 b'(' => self.marks.push(self.stack.len()),
                 b'0' => {
                     self.pop(at)?;
@@ -377,28 +527,31 @@ impl Machine<'_> {
                     self.pop_mark(at)?;
                 }
                 b'2' => {
-                    let v = self.top(at)?.clone();
-                    self.stack.push(v);
+                    let (v, d) = self.top(at)?;
+                    let (v, d) = (v.clone(), *d);
+                    self.spend(v.cost(), at)?;
+                    self.stack.push((v, d));
                 }
-                b'N' => self.stack.push(Value::None),
-                0x88 => self.stack.push(Value::Bool(true)),
-                0x89 => self.stack.push(Value::Bool(false)),
+                b'N' => self.scalar(Value::None),
+                0x88 => self.scalar(Value::Bool(true)),
+                0x89 => self.scalar(Value::Bool(false)),
                 b'J' => {
                     let v = i32::from_le_bytes(self.le()?);
-                    self.stack.push(Value::Int(v.into()));
+                    self.scalar(Value::Int(v.into()));
                 }
                 b'K' => {
                     let v = self.u8()?;
-                    self.stack.push(Value::Int(v.into()));
+                    self.scalar(Value::Int(v.into()));
                 }
                 b'M' => {
                     let v = u16::from_le_bytes(self.le()?);
-                    self.stack.push(Value::Int(v.into()));
+                    self.scalar(Value::Int(v.into()));
                 }
                 0x8a | 0x8b => {
-                    let n = if op == 0x8a { self.u8()? as usize } else { u32::from_le_bytes(self.le()?) as usize };
+                    let n = if op == 0x8a { self.u8()? as u64 } else { u32::from_le_bytes(self.le()?) as u64 };
+                    let n = self.length(n)?;
                     let bytes = self.take(n)?.to_vec();
-                    self.stack.push(long(bytes));
+                    self.scalar(long(bytes));
                 }
                 b'I' | b'L' => {
                     let line = self.line()?;
@@ -406,67 +559,71 @@ impl Machine<'_> {
                     let v = match text {
                         "00" => Value::Bool(false),
                         "01" => Value::Bool(true),
-                        t => Value::Int(t.parse().map_err(|_| self.err(at, format!("integer {t:?}")))?),
+                        t => Value::Int(t.parse().map_err(|_| self.err(at, format!("integer {}", brief(&t))))?),
                     };
-                    self.stack.push(v);
+                    self.scalar(v);
                 }
                 b'G' => {
                     let v = f64::from_be_bytes(self.le()?);
-                    self.stack.push(Value::Float(v));
+                    self.scalar(Value::Float(v));
                 }
                 b'F' => {
                     let line = self.line()?;
-                    let v = line.parse().map_err(|_| self.err(at, format!("float {line:?}")))?;
-                    self.stack.push(Value::Float(v));
+                    let v = line.parse().map_err(|_| self.err(at, format!("float {}", brief(&line))))?;
+                    self.scalar(Value::Float(v));
                 }
                 b'X' | 0x8c | 0x8d => {
                     let n = match op {
-                        b'X' => u32::from_le_bytes(self.le()?) as usize,
-                        0x8c => self.u8()? as usize,
-                        _ => u64::from_le_bytes(self.le()?) as usize,
+                        b'X' => u32::from_le_bytes(self.le()?) as u64,
+                        0x8c => self.u8()? as u64,
+                        _ => u64::from_le_bytes(self.le()?),
                     };
+                    let n = self.length(n)?;
                     let bytes = self.take(n)?.to_vec();
                     let s = String::from_utf8(bytes).map_err(|e| self.err(at, e.to_string()))?;
-                    self.stack.push(Value::Str(s));
+                    self.scalar(Value::Str(s));
                 }
                 b'V' => {
                     let s = self.line()?;
-                    self.stack.push(Value::Str(s));
+                    self.scalar(Value::Str(s));
                 }
                 b'S' => {
                     let s = self.line()?;
-                    self.stack.push(Value::Str(s.trim_matches(|c| c == '\'' || c == '"').to_string()));
+                    self.scalar(Value::Str(s.trim_matches(|c| c == '\'' || c == '"').to_string()));
                 }
                 b'U' | b'T' => {
-                    let n = if op == b'U' { self.u8()? as usize } else { u32::from_le_bytes(self.le()?) as usize };
+                    let n = if op == b'U' { self.u8()? as u64 } else { u32::from_le_bytes(self.le()?) as u64 };
+                    let n = self.length(n)?;
                     let s = String::from_utf8_lossy(self.take(n)?).into_owned();
-                    self.stack.push(Value::Str(s));
+                    self.scalar(Value::Str(s));
                 }
                 b'C' | b'B' | 0x8e | 0x96 => {
                     let n = match op {
-                        b'C' => self.u8()? as usize,
-                        b'B' => u32::from_le_bytes(self.le()?) as usize,
-                        _ => u64::from_le_bytes(self.le()?) as usize,
+                        b'C' => self.u8()? as u64,
+                        b'B' => u32::from_le_bytes(self.le()?) as u64,
+                        _ => u64::from_le_bytes(self.le()?),
                     };
+                    let n = self.length(n)?;
                     let bytes = self.take(n)?.to_vec();
-                    self.stack.push(Value::Bytes(bytes));
+                    self.scalar(Value::Bytes(bytes));
                 }
-                b'}' => self.stack.push(Value::Dict(Vec::new())),
-                b']' => self.stack.push(Value::List(Vec::new())),
-                b')' => self.stack.push(Value::Tuple(Vec::new())),
-                0x8f => self.stack.push(Value::Set(Vec::new())),
+                b'}' => self.scalar(Value::Dict(Vec::new())),
+                b']' => self.scalar(Value::List(Vec::new())),
+                b')' => self.scalar(Value::Tuple(Vec::new())),
+                0x8f => self.scalar(Value::Set(Vec::new())),
                 b'd' => {
-                    let items = self.pop_mark(at)?;
-                    self.stack.push(Value::Dict(Vec::new()));
-                    self.set_items(items, at)?;
+                    let (items, d) = self.pop_mark(at)?;
+                    self.scalar(Value::Dict(Vec::new()));
+                    self.set_items(items, d, at)?;
                 }
-                b'l' => {
-                    let items = self.pop_mark(at)?;
-                    self.stack.push(Value::List(items));
-                }
-                b't' => {
-                    let items = self.pop_mark(at)?;
-                    self.stack.push(Value::Tuple(items));
+                b'l' | b't' | 0x91 => {
+                    let (items, d) = self.pop_mark(at)?;
+                    let v = match op {
+                        b'l' => Value::List(items),
+                        b't' => Value::Tuple(items),
+                        _ => Value::Set(items),
+                    };
+                    self.push(v, d + 1, at)?;
                 }
                 0x85..=0x87 => {
                     let n = (op - 0x84) as usize;
@@ -474,28 +631,25 @@ impl Machine<'_> {
                         return Err(self.err(at, "stack underflow building a tuple"));
                     }
                     let items = self.stack.split_off(self.stack.len() - n);
-                    self.stack.push(Value::Tuple(items));
-                }
-                0x91 => {
-                    let items = self.pop_mark(at)?;
-                    self.stack.push(Value::Set(items));
+                    let d = items.iter().map(|(_, d)| *d).max().unwrap_or(0);
+                    self.push(Value::Tuple(items.into_iter().map(|(v, _)| v).collect()), d + 1, at)?;
                 }
                 b's' => {
-                    let v = self.pop(at)?;
-                    let k = self.pop(at)?;
-                    self.set_items(vec![k, v], at)?;
+                    let (v, dv) = self.pop(at)?;
+                    let (k, dk) = self.pop(at)?;
+                    self.set_items(vec![k, v], dv.max(dk), at)?;
                 }
                 b'u' => {
-                    let items = self.pop_mark(at)?;
-                    self.set_items(items, at)?;
+                    let (items, d) = self.pop_mark(at)?;
+                    self.set_items(items, d, at)?;
                 }
                 b'a' => {
-                    let v = self.pop(at)?;
-                    self.append(vec![v], at)?;
+                    let (v, d) = self.pop(at)?;
+                    self.append(vec![v], d, at)?;
                 }
                 b'e' | 0x90 => {
-                    let items = self.pop_mark(at)?;
-                    self.append(items, at)?;
+                    let (items, d) = self.pop_mark(at)?;
+                    self.append(items, d, at)?;
                 }
                 b'q' => {
                     let i = self.u8()? as usize;
@@ -507,7 +661,7 @@ impl Machine<'_> {
                 }
                 b'p' => {
                     let line = self.line()?;
-                    let i = line.parse().map_err(|_| self.err(at, format!("memo index {line:?}")))?;
+                    let i = line.parse().map_err(|_| self.err(at, format!("memo index {}", brief(&line))))?;
                     self.memo_put(i, at)?;
                 }
                 0x94 => {
@@ -524,54 +678,55 @@ impl Machine<'_> {
                 }
                 b'g' => {
                     let line = self.line()?;
-                    let i = line.parse().map_err(|_| self.err(at, format!("memo index {line:?}")))?;
+                    let i = line.parse().map_err(|_| self.err(at, format!("memo index {}", brief(&line))))?;
                     self.memo_get(i, at)?;
                 }
                 b'c' => {
                     let module = self.line()?;
                     let name = self.line()?;
-                    self.stack.push(Value::Global { module, name });
+                    self.scalar(Value::Global { module, name });
                 }
                 0x93 => {
-                    let name = self.pop(at)?;
-                    let module = self.pop(at)?;
+                    let (name, _) = self.pop(at)?;
+                    let (module, _) = self.pop(at)?;
                     match (module, name) {
-                        (Value::Str(module), Value::Str(name)) => self.stack.push(Value::Global { module, name }),
+                        (Value::Str(module), Value::Str(name)) => self.scalar(Value::Global { module, name }),
                         _ => return Err(self.err(at, "STACK_GLOBAL needs two strings")),
                     }
                 }
                 b'R' | 0x81 => {
-                    let args = self.pop(at)?;
-                    let callable = self.pop(at)?;
+                    let (args, da) = self.pop(at)?;
+                    let (callable, dc) = self.pop(at)?;
                     let v = call(callable, args).map_err(|m| self.err(at, m))?;
-                    self.stack.push(v);
+                    self.push(v, da.max(dc) + 1, at)?;
                 }
                 0x92 => {
                     let _kwargs = self.pop(at)?;
-                    let args = self.pop(at)?;
-                    let callable = self.pop(at)?;
+                    let (args, da) = self.pop(at)?;
+                    let (callable, dc) = self.pop(at)?;
                     let v = call(callable, args).map_err(|m| self.err(at, m))?;
-                    self.stack.push(v);
+                    self.push(v, da.max(dc) + 1, at)?;
                 }
                 b'b' => {
-                    let state = self.pop(at)?;
+                    let (state, d) = self.pop(at)?;
                     // OrderedDict's `_metadata` attribute and the like are not needed; an
                     // object keeps its state, unless it is a dict subclass whose items are set.
-                    if let Value::Object { state: slot, .. } = self.top(at)?
+                    if let Value::Object { state: slot, .. } = &self.top(at)?.0
                         && slot.as_ref().is_none_or(|existing| existing.entries().is_none())
                     {
-                        *slot = Some(Box::new(state));
+                        self.deepen_top(d + 1, at)?;
+                        if let Value::Object { state: slot, .. } = &mut self.top(at)?.0 {
+                            *slot = Some(Box::new(state));
+                        }
                     }
                 }
                 b'Q' => {
-                    let pid = self.pop(at)?;
-                    let v = persistent(pid).map_err(|m| self.err(at, m))?;
-                    self.stack.push(v);
+                    let (pid, _) = self.pop(at)?;
+                    self.persistent(pid, persistent, at)?;
                 }
                 b'P' => {
                     let pid = Value::Str(self.line()?);
-                    let v = persistent(pid).map_err(|m| self.err(at, m))?;
-                    self.stack.push(v);
+                    self.persistent(pid, persistent, at)?;
                 }
                 other => return Err(self.err(at, format!("unknown opcode 0x{other:02x}"))),
             }
@@ -646,6 +801,63 @@ mod tests {
         assert_eq!((err.at, err.message.as_str()), (2, "unknown opcode 0xff"));
     }
 
+    /// A huge memo index is a sparse entry, not an allocation of billions of slots; an unset
+    /// one is an error.
+    #[test]
+    fn memo_indices_are_not_allocations() {
+        let (v, _) = read(b"\x80\x02]r\xff\xff\xff\xffj\xff\xff\xff\xff\x86.", &mut no_pid).unwrap();
+        assert_eq!(v, Value::Tuple(vec![Value::List(vec![]), Value::List(vec![])]));
+        let err = read(b"\x80\x02j\x00\x00\x00\x10.", &mut no_pid).unwrap_err();
+        assert!(err.message.contains("memo 268435456 unset"), "{err}");
+        let err = read(b"\x80\x02p99999999999999999999999\n.", &mut no_pid).unwrap_err();
+        assert!(err.message.contains("memo index"), "{err}");
+    }
+
+    /// Nesting deeper than MAX_DEPTH is an error (the value's drop would otherwise overflow the
+    /// stack); so is a pickle that doubles a value through the memo until memory runs out.
+    #[test]
+    fn deep_nesting_and_memo_bombs_are_errors() {
+        let mut deep = b"\x80\x02".to_vec();
+        deep.extend(std::iter::repeat_n(b']', 100_000));
+        deep.extend(std::iter::repeat_n(b'a', 100_000));
+        deep.push(b'.');
+        let err = read(&deep, &mut no_pid).unwrap_err();
+        assert!(err.message.contains("nest deeper"), "{err}");
+        let mut marks = b"\x80\x02".to_vec();
+        marks.extend(std::iter::repeat_n(b'(', 100_000));
+        marks.extend(std::iter::repeat_n(b't', 100_000));
+        marks.push(b'.');
+        assert!(read(&marks, &mut no_pid).unwrap_err().message.contains("nest deeper"));
+        // T₀ = (); Tₖ₊₁ = (Tₖ, Tₖ): 2¹⁵⁰ nodes from 900 bytes.
+        let mut bomb = b"\x80\x02)q\x000".to_vec();
+        for _ in 0..150 {
+            bomb.extend_from_slice(b"h\x00h\x00\x86q\x000");
+        }
+        bomb.extend_from_slice(b"h\x00.");
+        let err = read(&bomb, &mut no_pid).unwrap_err();
+        assert!(err.message.contains("expansion budget"), "{err}");
+    }
+
+    /// Stack and mark misuse, and lengths past the end, are errors with a position.
+    #[test]
+    fn stack_misuse_and_huge_lengths_are_errors() {
+        for (bytes, words) in [
+            (&b"\x80\x02."[..], "stack underflow"),
+            (b"\x80\x02(.", "pop across a mark"),
+            (b"\x80\x02N(e", "APPENDS"),
+            (b"\x80\x02Ne", "no mark"),
+            (b"\x80\x02(s", "pop across a mark"),
+            (b"\x80\x02K\x01(u", "SETITEMS"),
+            (b"\x80\x02\x8d\xff\xff\xff\xff\xff\xff\xff\xff", "truncated"),
+            (b"\x80\x02\x8b\xff\xff\xff\x7f", "truncated"),
+            (b"\x80\x02\x93", "stack underflow"),
+            (b"\x80\x02(\x86", "stack underflow"),
+        ] {
+            let err = read(bytes, &mut no_pid).unwrap_err();
+            assert!(err.message.contains(words), "{bytes:?}: {err}");
+        }
+    }
+
     #[test]
     fn a_tensor_that_overruns_its_storage_is_rejected() {
         let storage = Value::Storage(StorageRef { key: "0".into(), dtype: DType::F32, numel: 5 });
@@ -653,7 +865,16 @@ mod tests {
         let stride = Value::Tuple(vec![Value::Int(3), Value::Int(1)]);
         let args = Value::Tuple(vec![storage, Value::Int(0), size, stride, Value::Bool(false), Value::None]);
         let f = Value::Global { module: "torch._utils".into(), name: "_rebuild_tensor_v2".into() };
-        let err = call(f, args).unwrap_err();
+        let err = call(f.clone(), args).unwrap_err();
         assert!(err.contains("overruns its storage of 5"), "{err}");
+        // Sizes and strides whose products overflow are refused, not wrapped.
+        let storage = Value::Storage(StorageRef { key: "0".into(), dtype: DType::F32, numel: 5 });
+        let huge = Value::Tuple(vec![Value::Int(i64::MAX), Value::Int(i64::MAX)]);
+        let args = Value::Tuple(vec![storage.clone(), Value::Int(0), huge.clone(), huge.clone()]);
+        assert!(call(f.clone(), args).unwrap_err().contains("more elements than fit"));
+        let size = Value::Tuple(vec![Value::Int(2)]);
+        let stride = Value::Tuple(vec![Value::Int(i64::MAX)]);
+        let args = Value::Tuple(vec![storage, Value::Int(i64::MAX), size, stride]);
+        assert!(call(f, args).unwrap_err().contains("overruns"));
     }
 }

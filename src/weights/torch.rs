@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::pickle::{self, DType, TensorRef, Value};
@@ -70,8 +70,8 @@ pub enum Format {
 enum Storages {
     /// Storage key → (offset, length in bytes) of its stored zip entry.
     Zip(HashMap<String, (u64, u64)>),
-    /// Storage key → offset of its first element.
-    Legacy(HashMap<String, u64>),
+    /// Storage key → (offset of its first element, length in bytes).
+    Legacy(HashMap<String, (u64, u64)>),
     /// Everything, already read.
     Safetensors(TensorFile),
 }
@@ -79,11 +79,81 @@ enum Storages {
 /// The entry a state dict was found under (`None`: the top level) and its named tensors.
 pub type StateDict = (Option<String>, Vec<(String, TensorRef)>);
 
+/// Where a checkpoint's bytes are: a file, or memory (the fuzz harness, tests).
+enum Source {
+    File { file: File, len: u64 },
+    Bytes(Vec<u8>),
+}
+
+impl fmt::Debug for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::File { len, .. } => write!(f, "File({len} bytes)"),
+            Self::Bytes(b) => write!(f, "Bytes({} bytes)", b.len()),
+        }
+    }
+}
+
+impl Source {
+    fn len(&self) -> u64 {
+        match self {
+            Self::File { len, .. } => *len,
+            Self::Bytes(b) => b.len() as u64,
+        }
+    }
+
+    /// `len` bytes at `offset`; a span past the end is an error before anything is allocated,
+    /// so no length read from the file can ask for more memory than the file holds.
+    fn read_at(&self, offset: u64, len: u64) -> std::io::Result<Vec<u8>> {
+        let end = offset.checked_add(len).filter(|&end| end <= self.len()).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!(
+                    "bytes {offset}..{offset}+{len} lie beyond the end of the file ({} bytes; truncated?)",
+                    self.len()
+                ),
+            )
+        })?;
+        match self {
+            Self::File { file, .. } => {
+                let mut buf = vec![0; (end - offset) as usize];
+                read_exact_at(file, &mut buf, offset)?;
+                Ok(buf)
+            }
+            Self::Bytes(b) => Ok(b[offset as usize..end as usize].to_vec()),
+        }
+    }
+}
+
+#[cfg(unix)]
+fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    file.read_exact_at(buf, offset)
+}
+
+#[cfg(not(unix))]
+fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    use std::io::{Seek, SeekFrom};
+    let mut f = file;
+    f.seek(SeekFrom::Start(offset))?;
+    f.read_exact(buf)
+}
+
+/// The name error messages give a checkpoint read from memory.
+pub const IN_MEMORY: &str = "<checkpoint in memory>";
+
+/// Every tensor of a `torch.save` checkpoint (zip or legacy) held in memory, as
+/// [`super::read_tensors`] reads a file; errors name [`IN_MEMORY`]. Never panics on any input
+/// (the entry point of the fuzz harness).
+pub fn read_from_bytes(bytes: &[u8]) -> Result<TensorFile, CheckpointError> {
+    Checkpoint::from_bytes(bytes.to_vec(), Path::new(IN_MEMORY))?.tensors(None, |_| true)
+}
+
 /// An opened checkpoint: its object graph, and where its tensors' bytes are.
 #[derive(Debug)]
 pub struct Checkpoint {
     path: PathBuf,
-    file: File,
+    source: Source,
     /// The container.
     pub format: Format,
     /// The pickled object (a dict of the safetensors' tensors for safetensors files).
@@ -97,29 +167,47 @@ impl Checkpoint {
     /// Open `path`, recognising the container by its first bytes.
     pub fn open(path: &Path) -> Result<Self, CheckpointError> {
         let io = |source| CheckpointError::Io { path: path.into(), source };
-        let mut file = File::open(path).map_err(io)?;
+        let file = File::open(path).map_err(io)?;
         let len = file.metadata().map_err(io)?.len();
         let mut head = [0u8; 16];
         let n = (&file).take(16).read(&mut head).map_err(io)?;
         let head = &head[..n];
-        if head.starts_with(b"PK\x03\x04") {
-            Self::open_zip(path, file, len)
-        } else if head.len() >= 14 && head[..2] == [0x80, 0x02] && head[2] == 0x8a && head[4..14] == LEGACY_MAGIC {
-            Self::open_legacy(path, file, len)
-        } else if head.len() >= 9 && head[8] == b'{' {
+        if head.get(8) == Some(&b'{') && !head.starts_with(b"PK\x03\x04") && !is_torch(head) {
             let tensors = TensorFile::read_numeric(path)
                 .map_err(|e| CheckpointError::Format { path: path.into(), message: e.to_string() })?;
-            file.rewind().map_err(io)?;
             let root = Value::Dict(
                 tensors.tensors.keys().map(|k| (Value::Str(k.clone()), Value::Str("safetensors".into()))).collect(),
             );
-            Ok(Self {
+            return Ok(Self {
                 path: path.into(),
-                file,
+                source: Source::File { file, len },
                 format: Format::Safetensors,
                 root,
                 storages: Storages::Safetensors(tensors),
-            })
+            });
+        }
+        Self::open_source(path, Source::File { file, len }, head)
+    }
+
+    /// A `torch.save` checkpoint (zip or legacy) held in memory; `name` is what errors call
+    /// it. Safetensors files are read from disk only ([`Checkpoint::open`]).
+    pub fn from_bytes(bytes: Vec<u8>, name: &Path) -> Result<Self, CheckpointError> {
+        let head = bytes[..bytes.len().min(16)].to_vec();
+        if head.get(8) == Some(&b'{') && !head.starts_with(b"PK\x03\x04") && !is_torch(&head) {
+            return Err(CheckpointError::Format {
+                path: name.into(),
+                message: "a safetensors file: read it from disk (Checkpoint::open)".into(),
+            });
+        }
+        Self::open_source(name, Source::Bytes(bytes), &head)
+    }
+
+    fn open_source(path: &Path, source: Source, head: &[u8]) -> Result<Self, CheckpointError> {
+        let len = source.len();
+        if head.starts_with(b"PK\x03\x04") {
+            Self::open_zip(path, source, len)
+        } else if is_torch(head) {
+            Self::open_legacy(path, source, len)
         } else if head.len() >= 2 && head[0] == 0x80 {
             Err(CheckpointError::Format {
                 path: path.into(),
@@ -133,7 +221,7 @@ impl Checkpoint {
         }
     }
 
-    fn open_zip(path: &Path, file: File, len: u64) -> Result<Self, CheckpointError> {
+    fn open_zip(path: &Path, file: Source, len: u64) -> Result<Self, CheckpointError> {
         let entries =
             zip_entries(&file, len).map_err(|message| CheckpointError::Format { path: path.into(), message })?;
         let pkl = entries
@@ -145,10 +233,13 @@ impl Checkpoint {
                 path: path.into(),
                 message: "zip archive without data.pkl: not a torch.save checkpoint".into(),
             })?;
-        let prefix = &pkl[..pkl.len() - "data.pkl".len()];
+        let prefix = pkl.strip_suffix("data.pkl").unwrap_or_default();
         let read_entry = |name: &str| -> Result<Vec<u8>, CheckpointError> {
-            let &(offset, size) = &entries[name];
-            read_at(&file, offset, size as usize).map_err(|source| CheckpointError::Io { path: path.into(), source })
+            let &(offset, size) = entries.get(name).ok_or_else(|| CheckpointError::Format {
+                path: path.into(),
+                message: format!("zip archive without `{name}`"),
+            })?;
+            file.read_at(offset, size).map_err(|source| CheckpointError::Io { path: path.into(), source })
         };
         if let Some(order) =
             entries.get(&format!("{prefix}byteorder")).map(|_| read_entry(&format!("{prefix}byteorder")))
@@ -168,10 +259,10 @@ impl Checkpoint {
             .iter()
             .filter_map(|(name, &loc)| name.strip_prefix(&format!("{prefix}data/")).map(|key| (key.to_string(), loc)))
             .collect();
-        Ok(Self { path: path.into(), file, format: Format::TorchZip, root, storages: Storages::Zip(storages) })
+        Ok(Self { path: path.into(), source: file, format: Format::TorchZip, root, storages: Storages::Zip(storages) })
     }
 
-    fn open_legacy(path: &Path, file: File, len: u64) -> Result<Self, CheckpointError> {
+    fn open_legacy(path: &Path, file: Source, len: u64) -> Result<Self, CheckpointError> {
         let mut offset = 0u64;
         let mut values = Vec::new();
         let mut dtypes: HashMap<String, DType> = HashMap::new();
@@ -196,7 +287,7 @@ impl Checkpoint {
             if index == 2 && value.get("little_endian") == Some(&Value::Bool(false)) {
                 return Err(CheckpointError::Format { path: path.into(), message: "big-endian checkpoint".into() });
             }
-            offset += used as u64;
+            offset = offset.saturating_add(used as u64);
             values.push(value);
         }
         let keys = match values.pop() {
@@ -208,7 +299,7 @@ impl Checkpoint {
                 });
             }
         };
-        let root = values.pop().expect("four pickles read");
+        let root = values.pop().unwrap_or(Value::None);
         let mut storages = HashMap::new();
         for key in keys {
             let Value::Str(key) = key else {
@@ -218,19 +309,29 @@ impl Checkpoint {
                 path: path.into(),
                 message: format!("storage `{key}` is listed but no tensor uses it"),
             })?;
-            let count =
-                read_at(&file, offset, 8).map_err(|source| CheckpointError::Io { path: path.into(), source })?;
-            let numel = u64::from_le_bytes(count.try_into().expect("8 bytes"));
-            storages.insert(key, offset + 8);
-            offset += 8 + numel * dtype.size() as u64;
-            if offset > len {
-                return Err(CheckpointError::Format {
+            let count = file.read_at(offset, 8).map_err(|source| CheckpointError::Io { path: path.into(), source })?;
+            let numel = u64::from_le_bytes(std::array::from_fn(|i| count.get(i).copied().unwrap_or(0)));
+            let end = numel
+                .checked_mul(dtype.size() as u64)
+                .and_then(|bytes| bytes.checked_add(offset + 8))
+                .filter(|&end| end <= len)
+                .ok_or_else(|| CheckpointError::Format {
                     path: path.into(),
-                    message: format!("truncated: storage data runs to byte {offset} of {len}"),
-                });
-            }
+                    message: format!(
+                        "storage `{key}` at byte {offset} claims {numel} elements of {} bytes, past the file's {len} bytes (truncated or corrupt)",
+                        dtype.size()
+                    ),
+                })?;
+            storages.insert(key, (offset + 8, end - offset - 8));
+            offset = end;
         }
-        Ok(Self { path: path.into(), file, format: Format::TorchLegacy, root, storages: Storages::Legacy(storages) })
+        Ok(Self {
+            path: path.into(),
+            source: file,
+            format: Format::TorchLegacy,
+            root,
+            storages: Storages::Legacy(storages),
+        })
     }
 
     /// The path it was opened from.
@@ -303,24 +404,39 @@ impl Checkpoint {
                 (offset, size)
             }
             Storages::Legacy(offsets) => {
-                let &offset =
+                let &(offset, size) =
                     offsets.get(&t.storage.key).ok_or_else(|| bad(format!("storage `{}` is absent", t.storage.key)))?;
-                (offset, (t.storage.numel * t.storage.dtype.size()) as u64)
+                (offset, size)
             }
         };
-        let size = t.storage.dtype.size();
-        let numel: usize = t.shape.iter().product();
-        // The span of storage elements the view touches.
-        let last = t.shape.iter().zip(&t.stride).map(|(n, s)| n.saturating_sub(1) * s).sum::<usize>();
-        let span = if numel == 0 { 0 } else { last + 1 };
-        if ((t.offset + span) * size) as u64 > available {
+        if t.shape.len() != t.stride.len() {
+            return Err(bad(format!("size {:?} and stride {:?} differ in rank", t.shape, t.stride)));
+        }
+        let size = t.storage.dtype.size() as u64;
+        let too_big = || bad(format!("size {:?} with stride {:?} does not fit in memory", t.shape, t.stride));
+        let numel = t.shape.iter().try_fold(1usize, |a, &n| a.checked_mul(n)).ok_or_else(too_big)?;
+        // The span of storage elements the view touches: [offset, end).
+        let end = if numel == 0 {
+            t.offset
+        } else {
+            pickle::last_element(t.offset, &t.shape, &t.stride).and_then(|l| l.checked_add(1)).ok_or_else(too_big)?
+        };
+        let needed = (end as u64).checked_mul(size).ok_or_else(too_big)?;
+        if needed > available {
+            return Err(bad(format!("needs {needed} bytes of storage `{}`, which has {available}", t.storage.key)));
+        }
+        // A broadcast view (stride 0) may be larger than its storage, but not without bound.
+        let cap = self.source.len().max(MIN_ELEMENT_CAP);
+        if numel as u64 > cap {
             return Err(bad(format!(
-                "needs {} bytes of storage `{}`, which has {available}",
-                (t.offset + span) * size,
-                t.storage.key
+                "{numel} elements from a file of {} bytes: a view this much larger than its data is refused",
+                self.source.len()
             )));
         }
-        let bytes = read_at(&self.file, start + (t.offset * size) as u64, span * size)
+        let span = end - t.offset.min(end);
+        let bytes = self
+            .source
+            .read_at(start + t.offset as u64 * size, span as u64 * size)
             .map_err(|source| CheckpointError::Io { path: self.path.clone(), source })?;
         let values = decode(&bytes, t.storage.dtype).map_err(|(index, v)| {
             bad(format!("integer {v} at storage element {index} does not fit float32 exactly"))
@@ -349,29 +465,31 @@ fn placeholder(key: &str) -> TensorRef {
     }
 }
 
-fn read_at(file: &File, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
-    let mut f = file;
-    f.seek(SeekFrom::Start(offset))?;
-    let mut buf = vec![0; len];
-    f.read_exact(&mut buf)?;
-    Ok(buf)
+/// Whether `head` opens a legacy `torch.save` stream (protocol 2, then the magic number).
+fn is_torch(head: &[u8]) -> bool {
+    head.len() >= 14 && head[..3] == [0x80, 0x02, 0x8a] && head[4..14] == LEGACY_MAGIC
 }
+
+/// The most elements a tensor may have regardless of the file's size (a broadcast view of a
+/// small storage); beyond it, no more elements than the file has bytes.
+pub const MIN_ELEMENT_CAP: u64 = 1 << 20;
 
 /// Read one pickle starting at `offset`, growing the window until it fits.
 #[allow(clippy::type_complexity)]
 fn pickle_at(
-    file: &File,
+    file: &Source,
     offset: u64,
     len: u64,
     persistent: &mut pickle::PersistentLoad<'_>,
 ) -> Result<(Value, usize), Result<pickle::PickleError, std::io::Error>> {
-    let mut window = 1 << 16;
+    let left = len.saturating_sub(offset);
+    let mut window = 1u64 << 16;
     loop {
-        let n = window.min((len - offset) as usize);
-        let bytes = read_at(file, offset, n).map_err(Err)?;
+        let n = window.min(left);
+        let bytes = file.read_at(offset, n).map_err(Err)?;
         match pickle::read(&bytes, persistent) {
             Ok(done) => return Ok(done),
-            Err(e) if e.message.starts_with("truncated") && n < (len - offset) as usize => window *= 4,
+            Err(e) if e.message.starts_with("truncated") && n < left => window = window.saturating_mul(4),
             Err(e) => return Err(Ok(e)),
         }
     }
@@ -384,18 +502,23 @@ fn decode(bytes: &[u8], dtype: DType) -> Result<Vec<f32>, (usize, i64)> {
         None => Ok(v.into_iter().map(|x| x as f32).collect()),
     };
     match dtype {
-        DType::F32 => Ok(bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()),
-        DType::F64 => Ok(bytes.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap()) as f32).collect()),
+        DType::F32 => Ok(bytes.chunks_exact(4).map(|b| f32::from_le_bytes(le(b))).collect()),
+        DType::F64 => Ok(bytes.chunks_exact(8).map(|b| f64::from_le_bytes(le(b)) as f32).collect()),
         DType::F16 => Ok(bytes.chunks_exact(2).map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]]))).collect()),
         DType::BF16 => {
             Ok(bytes.chunks_exact(2).map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16)).collect())
         }
-        DType::I64 => ints(bytes.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect()),
-        DType::I32 => ints(bytes.chunks_exact(4).map(|b| i32::from_le_bytes(b.try_into().unwrap()) as i64).collect()),
+        DType::I64 => ints(bytes.chunks_exact(8).map(|b| i64::from_le_bytes(le(b))).collect()),
+        DType::I32 => ints(bytes.chunks_exact(4).map(|b| i32::from_le_bytes(le(b)) as i64).collect()),
         DType::I16 => Ok(bytes.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]]) as f32).collect()),
         DType::I8 => Ok(bytes.iter().map(|&b| b as i8 as f32).collect()),
         DType::U8 | DType::Bool => Ok(bytes.iter().map(|&b| b as f32).collect()),
     }
+}
+
+/// The first `N` bytes of `b` (zero-filled if shorter; callers pass exact chunks).
+fn le<const N: usize>(b: &[u8]) -> [u8; N] {
+    std::array::from_fn(|i| b.get(i).copied().unwrap_or(0))
 }
 
 /// IEEE half precision to single precision, exactly (subnormals, infinities, NaN included).
@@ -418,18 +541,19 @@ fn f16_to_f32(h: u16) -> f32 {
 /// The row-major values of a strided view (element 0 at index 0 of `values`).
 fn gather(values: &[f32], shape: &[usize], stride: &[usize]) -> Vec<f32> {
     let numel: usize = shape.iter().product();
-    let contiguous = shape
-        .iter()
-        .zip(stride)
-        .rev()
-        .try_fold(1usize, |expected, (&n, &s)| (n == 1 || s == expected).then_some(expected * n));
+    let contiguous =
+        shape.iter().zip(stride).rev().try_fold(1usize, |expected, (&n, &s)| {
+            (n == 1 || s == expected).then(|| expected.checked_mul(n)).flatten()
+        });
     if contiguous.is_some() {
-        return values[..numel].to_vec();
+        return values[..numel.min(values.len())].to_vec();
     }
     let mut out = Vec::with_capacity(numel);
     let mut index = vec![0usize; shape.len()];
     for _ in 0..numel {
-        out.push(values[index.iter().zip(stride).map(|(i, s)| i * s).sum::<usize>()]);
+        // In bounds: the caller read every element up to the view's last one.
+        let at = index.iter().zip(stride).fold(0usize, |a, (i, s)| a.saturating_add(i.saturating_mul(*s)));
+        out.push(values.get(at).copied().unwrap_or(f32::NAN));
         for d in (0..shape.len()).rev() {
             index[d] += 1;
             if index[d] < shape[d] {
@@ -441,67 +565,100 @@ fn gather(values: &[f32], shape: &[usize], stride: &[usize]) -> Vec<f32> {
     out
 }
 
-/// The stored entries of a zip archive: name → (data offset, size).
-fn zip_entries(file: &File, len: u64) -> Result<HashMap<String, (u64, u64)>, String> {
+/// Little-endian fields of a byte slice; a field past its end is an error, not a panic.
+struct Fields<'a>(&'a [u8], &'static str);
+
+impl Fields<'_> {
+    fn bytes<const N: usize>(&self, at: usize) -> Result<[u8; N], String> {
+        at.checked_add(N)
+            .and_then(|end| self.0.get(at..end))
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| format!("{} is cut short (a field at byte {at} of {})", self.1, self.0.len()))
+    }
+    fn u16(&self, at: usize) -> Result<u64, String> {
+        self.bytes::<2>(at).map(|b| u16::from_le_bytes(b) as u64)
+    }
+    fn u32(&self, at: usize) -> Result<u64, String> {
+        self.bytes::<4>(at).map(|b| u32::from_le_bytes(b) as u64)
+    }
+    fn u64(&self, at: usize) -> Result<u64, String> {
+        self.bytes::<8>(at).map(u64::from_le_bytes)
+    }
+    fn slice(&self, at: usize, len: usize) -> Result<&[u8], String> {
+        at.checked_add(len)
+            .and_then(|end| self.0.get(at..end))
+            .ok_or_else(|| format!("{} is cut short ({len} bytes at byte {at} of {})", self.1, self.0.len()))
+    }
+}
+
+/// The stored entries of a zip archive: name → (data offset, size). Every offset and length is
+/// checked against the file before it is used.
+fn zip_entries(file: &Source, len: u64) -> Result<HashMap<String, (u64, u64)>, String> {
     let io = |e: std::io::Error| format!("reading the zip directory: {e}");
-    let tail_len = len.min(22 + 65_535) as usize;
-    let tail = read_at(file, len - tail_len as u64, tail_len).map_err(io)?;
-    let eocd = (0..=tail.len().saturating_sub(22))
+    const EOCD: usize = 22;
+    let tail_len = len.min(EOCD as u64 + 65_535);
+    let tail = file.read_at(len - tail_len, tail_len).map_err(io)?;
+    let eocd = (0..=tail.len().saturating_sub(EOCD))
         .rev()
-        .find(|&i| tail[i..i + 4] == [0x50, 0x4b, 0x05, 0x06])
+        .find(|&i| tail.len() >= i + EOCD && tail[i..i + 4] == [0x50, 0x4b, 0x05, 0x06])
         .ok_or("zip archive without an end-of-central-directory record (truncated?)")?;
-    let u16_at = |b: &[u8], i: usize| u16::from_le_bytes([b[i], b[i + 1]]) as u64;
-    let u32_at = |b: &[u8], i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap()) as u64;
-    let u64_at = |b: &[u8], i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap());
-    let mut count = u16_at(&tail, eocd + 10);
-    let mut cd_size = u32_at(&tail, eocd + 12);
-    let mut cd_offset = u32_at(&tail, eocd + 16);
+    let t = Fields(&tail, "the zip end record");
+    let mut count = t.u16(eocd + 10)?;
+    let mut cd_size = t.u32(eocd + 12)?;
+    let mut cd_offset = t.u32(eocd + 16)?;
     if count == 0xffff || cd_size == 0xffff_ffff || cd_offset == 0xffff_ffff {
         // Zip64: the locator sits right before the end record.
-        let locator = eocd.checked_sub(20).filter(|&l| tail[l..l + 4] == [0x50, 0x4b, 0x06, 0x07]);
+        let locator = eocd.checked_sub(20).filter(|&l| t.bytes::<4>(l).is_ok_and(|m| m == [0x50, 0x4b, 0x06, 0x07]));
         let locator = locator.ok_or("zip64 archive without a zip64 locator")?;
-        let record = read_at(file, u64_at(&tail, locator + 8), 56).map_err(io)?;
-        if record[..4] != [0x50, 0x4b, 0x06, 0x06] {
+        let record = file.read_at(t.u64(locator + 8)?, 56).map_err(io)?;
+        let r = Fields(&record, "the zip64 end record");
+        if r.bytes::<4>(0)? != [0x50, 0x4b, 0x06, 0x06] {
             return Err("zip64 end record not found where the locator points".into());
         }
-        count = u64_at(&record, 32);
-        cd_size = u64_at(&record, 40);
-        cd_offset = u64_at(&record, 48);
+        count = r.u64(32)?;
+        cd_size = r.u64(40)?;
+        cd_offset = r.u64(48)?;
     }
-    if cd_offset + cd_size > len {
+    if cd_offset.checked_add(cd_size).is_none_or(|end| end > len) {
         return Err(format!("zip central directory at {cd_offset}+{cd_size} lies beyond the file's {len} bytes"));
     }
-    let cd = read_at(file, cd_offset, cd_size as usize).map_err(io)?;
+    let cd = file.read_at(cd_offset, cd_size).map_err(io)?;
+    let c = Fields(&cd, "the zip central directory");
     let mut entries = HashMap::new();
     let mut p = 0usize;
     for _ in 0..count {
-        if p + 46 > cd.len() || cd[p..p + 4] != [0x50, 0x4b, 0x01, 0x02] {
-            return Err(format!("zip central directory entry at byte {} is malformed", cd_offset as usize + p));
+        let malformed = || format!("zip central directory entry at byte {} is malformed", cd_offset + p as u64);
+        if c.bytes::<4>(p).ok() != Some([0x50, 0x4b, 0x01, 0x02]) || p + 46 > cd.len() {
+            return Err(malformed());
         }
-        let method = u16_at(&cd, p + 10);
-        let (mut size, mut local) = (u32_at(&cd, p + 20), u32_at(&cd, p + 42));
-        let uncompressed = u32_at(&cd, p + 24);
+        let method = c.u16(p + 10)?;
+        let (mut size, mut local) = (c.u32(p + 20)?, c.u32(p + 42)?);
+        let uncompressed = c.u32(p + 24)?;
         let (name_len, extra_len, comment_len) =
-            (u16_at(&cd, p + 28) as usize, u16_at(&cd, p + 30) as usize, u16_at(&cd, p + 32) as usize);
-        let name = String::from_utf8_lossy(&cd[p + 46..p + 46 + name_len]).into_owned();
-        let mut extra = &cd[p + 46 + name_len..p + 46 + name_len + extra_len];
+            (c.u16(p + 28)? as usize, c.u16(p + 30)? as usize, c.u16(p + 32)? as usize);
+        let name = String::from_utf8_lossy(c.slice(p + 46, name_len)?).into_owned();
+        let mut extra = c.slice(p + 46 + name_len, extra_len)?;
         while extra.len() >= 4 {
-            let (id, n) = (u16_at(extra, 0), u16_at(extra, 2) as usize);
+            let x = Fields(extra, "a zip extra field");
+            let (id, n) = (x.u16(0)?, x.u16(2)? as usize);
+            let field = x.slice(4, n)?;
             if id == 1 {
-                let mut field = &extra[4..4 + n];
+                // Zip64 sizes and offsets, present for the fields that are saturated.
+                let f = Fields(field, "a zip64 extra field");
+                let mut at = 0;
                 let mut next = || {
-                    let v = u64_at(field, 0);
-                    field = &field[8..];
+                    let v = f.u64(at);
+                    at += 8;
                     v
                 };
                 if uncompressed == 0xffff_ffff {
-                    next();
+                    next()?;
                 }
                 if size == 0xffff_ffff {
-                    size = next();
+                    size = next()?;
                 }
                 if local == 0xffff_ffff {
-                    local = next();
+                    local = next()?;
                 }
             }
             extra = &extra[4 + n..];
@@ -509,16 +666,17 @@ fn zip_entries(file: &File, len: u64) -> Result<HashMap<String, (u64, u64)>, Str
         if method != 0 {
             return Err(format!("zip entry `{name}` is compressed (method {method}); torch.save stores entries"));
         }
-        let header = read_at(file, local, 30).map_err(io)?;
-        if header[..4] != [0x50, 0x4b, 0x03, 0x04] {
+        let header = file.read_at(local, 30).map_err(|e| format!("zip entry `{name}`: local header: {e}"))?;
+        let h = Fields(&header, "a zip local header");
+        if h.bytes::<4>(0)? != [0x50, 0x4b, 0x03, 0x04] {
             return Err(format!("zip entry `{name}`: no local header at byte {local}"));
         }
-        let data = local + 30 + u16_at(&header, 26) + u16_at(&header, 28);
-        if data + size > len {
+        let data = local + 30 + h.u16(26)? + h.u16(28)?;
+        if data.checked_add(size).is_none_or(|end| end > len) {
             return Err(format!("zip entry `{name}` runs past the end of the file (truncated?)"));
         }
         entries.insert(name, (data, size));
-        p += 46 + name_len + extra_len + comment_len;
+        p = p.checked_add(46 + name_len + extra_len + comment_len).ok_or_else(malformed)?;
     }
     Ok(entries)
 }
@@ -551,6 +709,132 @@ mod tests {
         assert_eq!(gather(&storage, &[3, 2], &[2, 1]), storage.to_vec());
         // A broadcast (stride 0) row.
         assert_eq!(gather(&[7., 8.], &[3, 2], &[0, 1]), vec![7., 8., 7., 8., 7., 8.]);
+    }
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("golden/pytorch/checkpoints");
+        std::fs::read(dir.join(name)).unwrap()
+    }
+
+    const FIXTURES: [&str; 5] = [
+        "deit_style.pth",
+        "bio_clinicalbert_style.bin",
+        "torchvision_style.pth",
+        "mgca_vit_style.ckpt",
+        "mgca_resnet_style.ckpt",
+    ];
+
+    /// The byte offset of the legacy stream's first storage: after its five pickles.
+    fn legacy_storage_offset(bytes: &[u8]) -> usize {
+        let mut offset = 0;
+        for _ in 0..5 {
+            let (_, used) = pickle::read(&bytes[offset..], &mut pickle::torch_storage).unwrap();
+            offset += used;
+        }
+        offset
+    }
+
+    /// The abort: one changed byte in a legacy storage's element count asked for a
+    /// 191 GB allocation. Now it is an error naming the storage and the file's size.
+    #[test]
+    fn a_corrupt_legacy_storage_count_is_an_error_not_an_allocation() {
+        let mut bytes = fixture("bio_clinicalbert_style.bin");
+        let offset = legacy_storage_offset(&bytes);
+        bytes[offset + 4] = 0x2c;
+        let err = Checkpoint::from_bytes(bytes, Path::new("model.bin")).unwrap_err().to_string();
+        assert!(err.starts_with("model.bin: storage `") && err.contains("past the file's"), "{err}");
+    }
+
+    /// The panic: a central-directory entry whose name length runs past the directory.
+    #[test]
+    fn a_bad_zip_directory_entry_is_an_error() {
+        let original = fixture("deit_style.pth");
+        // The last entry of the central directory (at the end of the file, so no data bytes
+        // can be mistaken for it).
+        let cd = original.windows(4).rposition(|w| w == [0x50, 0x4b, 0x01, 0x02]).unwrap();
+        for (field, value) in [(28, [0xff, 0xff]), (30, [0xff, 0xff]), (42, [0xff, 0xff])] {
+            let mut bytes = original.clone();
+            bytes[cd + field..cd + field + 2].copy_from_slice(&value);
+            if field == 42 {
+                bytes[cd + 44..cd + 46].copy_from_slice(&[0xff, 0x7f]);
+            }
+            let err = Checkpoint::from_bytes(bytes, Path::new("deit.pth")).unwrap_err().to_string();
+            assert!(err.starts_with("deit.pth: "), "{err}");
+        }
+        // torch.save writes zip64 end records: one whose directory offset overflows.
+        let mut bytes = original.clone();
+        let record = bytes.windows(4).rposition(|w| w == [0x50, 0x4b, 0x06, 0x06]).unwrap();
+        bytes[record + 48..record + 56].copy_from_slice(&u64::MAX.to_le_bytes());
+        let eocd = bytes.len() - 22;
+        bytes[eocd + 16..eocd + 20].copy_from_slice(&[0xff; 4]);
+        let err = Checkpoint::from_bytes(bytes, Path::new("deit.pth")).unwrap_err().to_string();
+        assert!(err.contains("central directory") && err.contains("beyond"), "{err}");
+        // A zip64 locator pointing past the end.
+        let mut bytes = original.clone();
+        let locator = bytes.windows(4).rposition(|w| w == [0x50, 0x4b, 0x06, 0x07]).unwrap();
+        bytes[locator + 8..locator + 16].copy_from_slice(&(1u64 << 62).to_le_bytes());
+        let eocd = bytes.len() - 22;
+        bytes[eocd + 16..eocd + 20].copy_from_slice(&[0xff; 4]);
+        let err = Checkpoint::from_bytes(bytes, Path::new("deit.pth")).unwrap_err().to_string();
+        assert!(err.starts_with("deit.pth: ") && err.contains("beyond the end"), "{err}");
+    }
+
+    /// A deterministic mutation loop over every committed checkpoint: flipped bits, bytes set
+    /// to 0x00/0xff/0x7f, 8-byte fields set to extreme values, truncations. Each case must read
+    /// to `Ok` or `Err`, never panic (an abort, e.g. a huge allocation, would kill the test).
+    #[test]
+    fn corrupted_checkpoints_never_panic() {
+        const CASES_PER_FILE: usize = 700;
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let (mut ok, mut errors, mut panics) = (0, 0, Vec::new());
+        for name in FIXTURES {
+            let original = fixture(name);
+            assert!(read_from_bytes(&original).is_ok(), "{name} reads");
+            let n = original.len();
+            for case in 0..CASES_PER_FILE {
+                // Half the positions in the first and last 4 KiB, where the pickle and the
+                // zip directory are; the rest anywhere.
+                let r = next() as usize;
+                let pos = match case % 4 {
+                    0 => r % n.min(4096),
+                    1 => n - 1 - r % n.min(4096),
+                    _ => r % n,
+                };
+                let mut bytes = original.clone();
+                match (next() % 6) as u8 {
+                    0 => bytes[pos] ^= 1 << (next() % 8),
+                    1 => bytes[pos] = [0x00, 0xff, 0x7f, 0x80][(next() % 4) as usize],
+                    2 => bytes[pos] = next() as u8,
+                    3 => {
+                        let v = [u64::MAX, 0x7fff_ffff_ffff_ffff, 0xffff_ffff, 1 << 40][(next() % 4) as usize];
+                        let end = (pos + 8).min(n);
+                        bytes[pos..end].copy_from_slice(&v.to_le_bytes()[..end - pos]);
+                    }
+                    4 => bytes.truncate(pos),
+                    _ => {
+                        let k = pos % 64 + 1;
+                        bytes.truncate(n.saturating_sub(k));
+                    }
+                }
+                match std::panic::catch_unwind(|| read_from_bytes(&bytes)) {
+                    Ok(Ok(_)) => ok += 1,
+                    Ok(Err(e)) => {
+                        assert!(e.to_string().starts_with(IN_MEMORY), "{e}");
+                        errors += 1;
+                    }
+                    Err(_) => panics.push(format!("{name} case {case} at byte {pos}")),
+                }
+            }
+        }
+        eprintln!("{ok} read, {errors} errors, {} panics", panics.len());
+        assert!(panics.is_empty(), "{} panics: {panics:?}", panics.len());
+        assert!(errors > 0 && ok > 0);
     }
 
     #[test]
