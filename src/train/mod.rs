@@ -176,7 +176,8 @@ pub struct RunSummary {
     pub skipped: usize,
     /// Steps per second-free throughput of the whole run, pairs per second.
     pub pairs_per_s: f64,
-    /// A resume found the run finished: nothing was run or written.
+    /// A resume found the run finished: nothing was run or written (only what an
+    /// interrupted save left in `checkpoints/` was removed).
     pub already_finished: bool,
 }
 
