@@ -59,10 +59,24 @@ fn pretrain_and_report_end_to_end() {
         text.lines().map(|l| l.split(',').take(9).collect::<Vec<_>>().join(",")).collect::<Vec<_>>()
     };
     assert_eq!(losses("two"), losses("one"));
-    // Resuming a finished run changes nothing.
+    // Resuming a finished run says so and changes nothing.
+    let summary_bytes = std::fs::read(run.join("summary.json")).unwrap();
     let again = pretrain("one", &["--resume"]);
-    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success() && stderr.contains("already finished (2 epochs done"), "{stderr}");
+    assert_eq!(std::fs::read(run.join("summary.json")).unwrap(), summary_bytes);
     assert_eq!(losses("one").len(), summary["steps"].as_u64().unwrap() as usize + 1);
+    // A resume with another configuration is refused (status 2), naming the fields.
+    std::fs::write(&config, TINY.replace("epochs = 2", "epochs = 3")).unwrap();
+    let changed = pretrain("one", &["--resume"]);
+    let stderr = String::from_utf8_lossy(&changed.stderr);
+    assert_eq!(changed.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("train.epochs: 2 (saved) vs 3 (now)") && stderr.contains("--force-config-change"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(run.join("summary.json")).unwrap(), summary_bytes);
+    std::fs::write(&config, TINY).unwrap();
     // The report.
     let report =
         Command::new(env!("CARGO_BIN_EXE_report")).args(["--out", dir.join("one").to_str().unwrap()]).output().unwrap();
@@ -75,7 +89,7 @@ fn pretrain_and_report_end_to_end() {
     let bad = pretrain("bad", &[]);
     let stderr = String::from_utf8_lossy(&bad.stderr);
     assert!(
-        !bad.status.success() && stderr.contains("tiny.toml") && stderr.contains("config.train.epochz"),
+        bad.status.code() == Some(2) && stderr.contains("tiny.toml") && stderr.contains("config.train.epochz"),
         "{stderr}"
     );
     std::fs::remove_dir_all(dir).ok();

@@ -59,7 +59,20 @@ pub fn mimic_pairs(
         PairDataset::open(&split, &cache)
     };
     let train = open("train.csv")?;
-    let valid = if prepared.join("valid.csv").exists() { Some(open("valid.csv")?) } else { None };
+    // A run without validation has no early stopping and no best checkpoints: a prepared folder
+    // that lost its validation split is an error, not a quieter run.
+    let valid_csv = prepared.join("valid.csv");
+    if !valid_csv.exists() {
+        return Err(DataError::file(
+            &valid_csv,
+            format!(
+                "missing: {} has train.csv but no valid.csv (prepare the folder again, or restore the file)",
+                prepared.display()
+            ),
+        )
+        .into());
+    }
+    let valid = Some(open("valid.csv")?);
     let max = Some(config.train.max_tokens);
     let tokenizer = match text {
         TextSource::Pretrained { path, lowercase } => {

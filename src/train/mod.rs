@@ -55,8 +55,12 @@ pub enum TrainError {
     Data(DataError),
     /// A checkpoint or output file problem.
     Io(String),
-    /// The configuration cannot run.
+    /// The configuration cannot run (a field's value, or the devices for the shards).
     Config(String),
+    /// A resume was refused: the configuration differs from the run's saved one.
+    Resume(String),
+    /// A device or the collective failed.
+    Device(String),
     /// A loss was NaN or infinite: the step was not applied and nothing was saved.
     NonFinite { step: usize, epoch: usize, losses: Losses, last_checkpoint: Option<PathBuf> },
 }
@@ -65,7 +69,7 @@ impl std::fmt::Display for TrainError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             TrainError::Data(e) => write!(f, "{e}"),
-            TrainError::Io(m) | TrainError::Config(m) => f.write_str(m),
+            TrainError::Io(m) | TrainError::Config(m) | TrainError::Resume(m) | TrainError::Device(m) => f.write_str(m),
             TrainError::NonFinite { step, epoch, losses, last_checkpoint } => {
                 write!(
                     f,
@@ -82,6 +86,14 @@ impl std::fmt::Display for TrainError {
 }
 
 impl std::error::Error for TrainError {}
+
+impl TrainError {
+    /// Whether the error is the input's (data, configuration, a refused resume: exit status 2
+    /// in the binaries) rather than a failure of the run (I/O, a device, a NaN loss: 1).
+    pub fn is_bad_input(&self) -> bool {
+        matches!(self, TrainError::Data(_) | TrainError::Config(_) | TrainError::Resume(_))
+    }
+}
 
 impl From<DataError> for TrainError {
     fn from(e: DataError) -> Self {
@@ -125,6 +137,11 @@ pub struct RunOptions<D> {
     pub log_epochs: bool,
     /// Testing aid: make the loss of this step NaN, to exercise the guard.
     pub inject_nan_at: Option<usize>,
+    /// Resume even if the configuration differs from the run's saved `config.toml`.
+    pub force_config_change: bool,
+    /// Testing aid: stop the process (exit status [`checkpoint::FAULT_EXIT`]) at this
+    /// operation of the checkpoint protocol (0-based, counted over the run), as a kill would.
+    pub crash_at_write: Option<usize>,
 }
 
 impl<D> RunOptions<D> {
@@ -139,6 +156,8 @@ impl<D> RunOptions<D> {
             engine: CtaEngine::Graph,
             log_epochs: false,
             inject_nan_at: None,
+            force_config_change: false,
+            crash_at_write: None,
         }
     }
 }
@@ -157,6 +176,9 @@ pub struct RunSummary {
     pub skipped: usize,
     /// Steps per second-free throughput of the whole run, pairs per second.
     pub pairs_per_s: f64,
+    /// A resume found the run finished: nothing was run or written (only what an
+    /// interrupted save left in `checkpoints/` was removed).
+    pub already_finished: bool,
 }
 
 /// A collated batch as tensors on `device` (no dropout: see [`MgcaBatch::dropout`]).
@@ -315,6 +337,8 @@ where
     B: AutodiffBackend + GradientLink,
     B::InnerBackend: GradientLink,
 {
+    // Everything is checked before anything in the run folder changes.
+    config.validate().map_err(TrainError::Config)?;
     let t = &config.train;
     let devices = &options.devices;
     if devices.is_empty() {
@@ -334,38 +358,6 @@ where
             data.train.side()
         )));
     }
-    let objective = Objective::new(config.objective.clone()).with_engine(options.engine);
-    let out = &options.out;
-    let ckpt_dir = out.join("checkpoints");
-    if !options.resume && ckpt_dir.exists() {
-        // A new run in an old run's folder: the old checkpoints go (its logs are truncated).
-        eprintln!("train: starting a new run in {}: removing its old checkpoints", out.display());
-        std::fs::remove_dir_all(&ckpt_dir).map_err(|e| io(&ckpt_dir, e))?;
-    }
-    std::fs::create_dir_all(&ckpt_dir).map_err(|e| io(&ckpt_dir, e))?;
-    let config_toml = toml::to_string_pretty(config).map_err(|e| TrainError::Config(e.to_string()))?;
-    std::fs::write(out.join("config.toml"), config_toml).map_err(|e| io(out, e))?;
-
-    let device = devices[0].clone();
-    let mut model = model.fork(&device);
-    let mut optim = optimizer::<B>(config);
-    let mut state = TrainState::default();
-    let last_dir = ckpt_dir.join("last");
-    match checkpoint::resolve(&last_dir).filter(|_| options.resume) {
-        Some(dir) => {
-            state = checkpoint::load_state(&dir)?;
-            model = checkpoint::load_model(&dir, model, &device)?;
-            optim = optim.load_record(checkpoint::load_optimizer(&dir, &device)?);
-        }
-        None if options.resume => eprintln!("train: no checkpoint in {}: starting a new run", last_dir.display()),
-        None => {}
-    }
-    let mut last_checkpoint = checkpoint::resolve(&last_dir);
-    let mut metrics =
-        CsvLog::open(&out.join("metrics.csv"), metrics::STEP_HEADER, state.step).map_err(|e| io(out, e))?;
-    let mut valid_log =
-        CsvLog::open(&out.join("valid.csv"), metrics::VALID_HEADER, state.epoch).map_err(|e| io(out, e))?;
-
     let rows = data.train.usable_rows();
     let global = t.shard_batch * t.shards;
     let steps_per_epoch = rows.len() / global;
@@ -377,6 +369,65 @@ where
             t.shard_batch
         )));
     }
+    let objective = Objective::new(config.objective.clone()).with_engine(options.engine);
+    let out = &options.out;
+    let ckpt_dir = out.join("checkpoints");
+    let last_dir = ckpt_dir.join(checkpoint::LAST);
+    let skipped = data.train.skipped() + data.valid.as_ref().map_or(0, |v| v.skipped());
+    let config_toml = toml::to_string_pretty(config).map_err(|e| TrainError::Config(e.to_string()))?;
+    if let Some(dir) = checkpoint::resolve(&last_dir).filter(|_| options.resume) {
+        check_saved_config(out, &config_toml, options.force_config_change)?;
+        let saved = checkpoint::load_state(&dir)?;
+        if saved.finished {
+            // Nothing to run or write; only what an interrupted final save left goes.
+            checkpoint::recover(&ckpt_dir)?;
+            let (last, pairs_per_s) = logged_losses(&out.join("metrics.csv"));
+            return Ok(RunSummary {
+                steps: saved.step,
+                epochs_completed: saved.epoch,
+                finished: true,
+                stop_reason: saved.stop_reason,
+                best_val: saved.best_val,
+                last,
+                skipped,
+                pairs_per_s,
+                already_finished: true,
+            });
+        }
+    }
+
+    // The run folder changes from here on.
+    if !options.resume && ckpt_dir.exists() {
+        // A new run in an old run's folder: the old checkpoints go (its logs are truncated).
+        eprintln!("train: starting a new run in {}: removing its old checkpoints", out.display());
+        std::fs::remove_dir_all(&ckpt_dir).map_err(|e| io(&ckpt_dir, e))?;
+    }
+    std::fs::create_dir_all(&ckpt_dir).map_err(|e| io(&ckpt_dir, e))?;
+    let config_path = out.join("config.toml");
+    let config_part = out.join("config.toml.part");
+    std::fs::write(&config_part, config_toml).map_err(|e| io(&config_part, e))?;
+    std::fs::rename(&config_part, &config_path).map_err(|e| io(&config_path, e))?;
+
+    let device = devices[0].clone();
+    let mut model = model.fork(&device);
+    let mut optim = optimizer::<B>(config);
+    let mut state = TrainState::default();
+    let mut protocol = checkpoint::Protocol::new(&ckpt_dir, options.crash_at_write);
+    match checkpoint::recover(&ckpt_dir)?.filter(|_| options.resume) {
+        Some(recovered) => {
+            state = recovered;
+            model = checkpoint::load_model(&last_dir, model, &device)?;
+            optim = optim.load_record(checkpoint::load_optimizer(&last_dir, &device)?);
+        }
+        None if options.resume => eprintln!("train: no checkpoint in {}: starting a new run", last_dir.display()),
+        None => {}
+    }
+    let mut last_checkpoint = checkpoint::resolve(&last_dir);
+    let mut metrics =
+        CsvLog::open(&out.join("metrics.csv"), metrics::STEP_HEADER, state.step).map_err(|e| io(out, e))?;
+    let mut valid_log =
+        CsvLog::open(&out.join("valid.csv"), metrics::VALID_HEADER, state.epoch).map_err(|e| io(out, e))?;
+
     let schedule = CosineWarmup::reference(
         t.learning_rate,
         t.min_learning_rate,
@@ -399,7 +450,8 @@ where
     let started = Instant::now();
     let mut pairs_done = 0usize;
     let mut last_losses = None;
-    let skipped = data.train.skipped() + data.valid.as_ref().map_or(0, |v| v.skipped());
+    // Whether the state has changed since the last save.
+    let mut dirty = true;
 
     'epochs: while !state.finished && state.epoch < t.epochs {
         let epoch = state.epoch;
@@ -419,6 +471,7 @@ where
             if t.max_steps.is_some_and(|m| state.step >= m) {
                 state.finished = true;
                 state.stop_reason = Some(format!("max_steps = {} reached", state.step));
+                dirty = true;
                 break 'epochs;
             }
             if options.stop_after.is_some_and(|s| state.step >= s) {
@@ -465,12 +518,14 @@ where
             last_losses = Some(step_losses);
             state.step += 1;
             state.step_in_epoch += 1;
+            dirty = true;
             if state.step % t.checkpoint_every == 0 && state.step_in_epoch < steps_per_epoch {
-                checkpoint::save(&last_dir, &model, Some(optim.to_record()), &state)?;
-                last_checkpoint = Some(last_dir.clone());
+                save(&mut protocol, &model, &optim, &state, None, &[])?;
+                (last_checkpoint, dirty) = (Some(last_dir.clone()), false);
             }
         }
         // The epoch is complete: validate, keep the best, decide whether to stop.
+        let (mut new_best, mut superseded) = (None, Vec::new());
         if let Some(valid) = &data.valid {
             let losses = validate(&model, config, &objective, valid, &data.tokenizer)?;
             valid_log.push(&metrics::valid_row(epoch, state.step, &losses)).map_err(|e| io(out, e))?;
@@ -483,7 +538,7 @@ where
             } else if options.log_epochs {
                 eprintln!("{line}"); // no bar (not asked for, or not a terminal)
             }
-            keep_best(&ckpt_dir, &model, &mut state, epoch, losses.loss, t.keep_best)?;
+            (new_best, superseded) = keep_best(&mut state, epoch, losses.loss, t.keep_best);
             if early_stop(&mut state, losses.loss, t.patience) {
                 state.finished = true;
                 state.stop_reason =
@@ -496,11 +551,13 @@ where
             state.finished = true;
             state.stop_reason = Some(format!("{} epochs done", t.epochs));
         }
-        checkpoint::save(&last_dir, &model, Some(optim.to_record()), &state)?;
-        last_checkpoint = Some(last_dir.clone());
+        save(&mut protocol, &model, &optim, &state, new_best.as_deref(), &superseded)?;
+        (last_checkpoint, dirty) = (Some(last_dir.clone()), false);
     }
     // Interrupted or finished: the last checkpoint holds exactly where the run is.
-    checkpoint::save(&last_dir, &model, Some(optim.to_record()), &state)?;
+    if dirty {
+        save(&mut protocol, &model, &optim, &state, None, &[])?;
+    }
     replicas.finish()?;
     bar.finish_and_clear();
     metrics::plot(out).map_err(TrainError::Io)?;
@@ -513,7 +570,99 @@ where
         last: last_losses,
         skipped,
         pairs_per_s: pairs_done as f64 / started.elapsed().as_secs_f64().max(1e-9),
+        already_finished: false,
     })
+}
+
+/// The last logged step's losses and the mean throughput in a run's `metrics.csv`, if readable.
+fn logged_losses(path: &Path) -> (Option<Losses>, f64) {
+    let column = |name: &str| metrics::read_column(path, name).ok().filter(|v| !v.is_empty());
+    let last = |name: &str| column(name).and_then(|v| v.last().copied());
+    let names = ["loss", "loss_ita", "loss_local", "loss_proto", "acc1", "acc5"];
+    let values: Option<Vec<f64>> = names.iter().map(|name| last(name)).collect();
+    let losses = values.map(|v| Losses {
+        loss: v[0],
+        loss_ita: v[1],
+        loss_local: v[2],
+        loss_proto: v[3],
+        acc1: v[4],
+        acc5: v[5],
+    });
+    let pairs_per_s = column("pairs_per_s").map_or(0.0, |v| v.iter().sum::<f64>() / v.len() as f64);
+    (losses, pairs_per_s)
+}
+
+/// Save `last` (and a new best folder, removing the superseded ones) by the checkpoint
+/// protocol.
+fn save<B: AutodiffBackend>(
+    protocol: &mut checkpoint::Protocol,
+    model: &Mgca<B>,
+    optim: &Adam<B>,
+    state: &TrainState,
+    new_best: Option<&str>,
+    superseded: &[String],
+) -> Result<(), TrainError> {
+    let last = checkpoint::last_files(model, optim.to_record(), state)?;
+    let best = match new_best {
+        Some(name) => Some((name, checkpoint::best_files(model, state)?)),
+        None => None,
+    };
+    protocol.save(&last, best.as_ref().map(|(name, files)| (*name, files)), superseded)?;
+    Ok(())
+}
+
+/// The differences between two configurations as TOML values, one line per field path:
+/// `train.epochs: 3 (saved) vs 5 (now)`.
+pub fn config_changes(saved: &toml::Value, now: &toml::Value, path: &str, out: &mut Vec<String>) {
+    match (saved, now) {
+        (toml::Value::Table(a), toml::Value::Table(b)) => {
+            let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            for key in keys {
+                let here = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+                match (a.get(key), b.get(key)) {
+                    (Some(x), Some(y)) => config_changes(x, y, &here, out),
+                    (x, y) => {
+                        let show = |v: Option<&toml::Value>| v.map_or("(unset)".to_string(), |v| v.to_string());
+                        out.push(format!("{here}: {} (saved) vs {} (now)", show(x), show(y)));
+                    }
+                }
+            }
+        }
+        (a, b) if a != b => out.push(format!("{path}: {a} (saved) vs {b} (now)")),
+        _ => {}
+    }
+}
+
+/// A resume must run the configuration the run was started with (`out/config.toml`), unless
+/// `force`; `config_toml` is the configuration now, as it would be saved.
+fn check_saved_config(out: &Path, config_toml: &str, force: bool) -> Result<(), TrainError> {
+    let path = out.join("config.toml");
+    // Both sides as read back from their text (an `f32` field reads back as the same `f64`).
+    let now = toml::from_str::<toml::Table>(config_toml).map_err(|e| TrainError::Config(e.to_string()))?;
+    let now = toml::Value::Table(now);
+    let changes = match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let saved: toml::Value = toml::from_str::<toml::Table>(&text)
+                .map(toml::Value::Table)
+                .map_err(|e| TrainError::Resume(format!("{}: not a readable configuration: {e}", path.display())))?;
+            let mut changes = Vec::new();
+            config_changes(&saved, &now, "", &mut changes);
+            changes
+        }
+        Err(e) => vec![format!("no saved configuration to compare with ({e})")],
+    };
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let list = changes.join("\n  ");
+    if force {
+        eprintln!("train: resuming with a changed configuration (forced), {}:\n  {list}", path.display());
+        return Ok(());
+    }
+    Err(TrainError::Resume(format!(
+        "refusing to resume: the configuration differs from the run's {}:\n  {list}\n(pass --force-config-change to resume anyway)",
+        path.display()
+    )))
 }
 
 /// Lightning's early stopping (min mode, `min_delta` 0): a strictly lower validation loss
@@ -529,33 +678,25 @@ pub fn early_stop(state: &mut TrainState, val_loss: f64, patience: usize) -> boo
 }
 
 /// Keep the `keep` checkpoints with the lowest validation loss (a new one enters if it beats
-/// the worst kept).
-fn keep_best<B: AutodiffBackend>(
-    ckpt_dir: &Path,
-    model: &Mgca<B>,
-    state: &mut TrainState,
-    epoch: usize,
-    val_loss: f64,
-    keep: usize,
-) -> Result<(), TrainError> {
+/// the worst kept): the folder name of the new one if it enters (listed in `state.best`), and
+/// the names it pushes out (to be removed once `last` no longer lists them).
+fn keep_best(state: &mut TrainState, epoch: usize, val_loss: f64, keep: usize) -> (Option<String>, Vec<String>) {
     if keep == 0 || !val_loss.is_finite() {
-        return Ok(());
+        return (None, Vec::new());
     }
     let enters = state.best.len() < keep || state.best.last().is_some_and(|w| val_loss < w.0);
     if !enters {
-        return Ok(());
+        return (None, Vec::new());
     }
-    let name = format!("epoch={epoch:03}-val_loss={val_loss:.4}");
-    let no_optimizer: Option<<Adam<B> as Optimizer<Mgca<B>, B>>::Record> = None;
-    checkpoint::save(&ckpt_dir.join(&name), model, no_optimizer, state)?;
-    state.best.push((val_loss, epoch, name));
+    let name = format!("{}{epoch:03}-val_loss={val_loss:.4}", checkpoint::BEST_PREFIX);
+    state.best.push((val_loss, epoch, name.clone()));
     state.best.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    // The new one is strictly lower than the worst kept, so it is never the one pushed out.
+    let mut superseded = Vec::new();
     while state.best.len() > keep {
-        let (_, _, name) = state.best.pop().expect("non-empty");
-        let dir = ckpt_dir.join(name);
-        std::fs::remove_dir_all(&dir).map_err(|e| io(&dir, e))?;
+        superseded.push(state.best.pop().expect("non-empty").2);
     }
-    Ok(())
+    (Some(name), superseded)
 }
 
 /// A device's copy of the model and optimiser, and the device.
@@ -587,7 +728,7 @@ where
         let register = |peer: usize, device: B::Device| {
             let config = CollectiveConfig::default().with_num_devices(n);
             collective::register::<B::InnerBackend>(PeerId::from(peer), device, config)
-                .map_err(|e| TrainError::Config(format!("collective registration of device {peer}: {e:?}")))
+                .map_err(|e| TrainError::Device(format!("collective registration of device {peer}: {e:?}")))
         };
         std::thread::scope(|scope| {
             let handles: Vec<_> = devices[1..]
@@ -650,7 +791,7 @@ where
             let (g, l) = shard_gradients(&model, objective, shard, crop, mode, dropout(peer), poison && peer == 0);
             let mut grads = g
                 .all_reduce::<B::InnerBackend>(PeerId::from(peer), ReduceOperation::Mean)
-                .map_err(|e| TrainError::Config(format!("all-reduce on device {peer}: {e:?}")))?;
+                .map_err(|e| TrainError::Device(format!("all-reduce on device {peer}: {e:?}")))?;
             if freeze {
                 grads.remove::<B::InnerBackend, 2>(model.prototype_id());
             }
@@ -700,7 +841,7 @@ where
             let rest: Vec<_> = handles.into_iter().map(|h| h.join().expect("a finishing thread")).collect();
             std::iter::once(first)
                 .chain(rest)
-                .try_for_each(|r| r.map_err(|e| TrainError::Config(format!("collective finish: {e:?}"))))
+                .try_for_each(|r| r.map_err(|e| TrainError::Device(format!("collective finish: {e:?}"))))
         })?;
         self.collective = false;
         Ok(())

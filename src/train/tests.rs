@@ -69,6 +69,32 @@ fn assert_same(a: &[Vec<f32>], b: &[Vec<f32>], what: &str) {
     }
 }
 
+/// Every file under `dir` and its bytes, by relative path.
+fn tree(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut files = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let name = path.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+                files.insert(name, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    files
+}
+
+/// Panics naming the files that differ between two trees.
+fn assert_same_files(a: &Path, b: &Path) {
+    let (x, y) = (tree(a), tree(b));
+    assert_eq!(x.keys().collect::<Vec<_>>(), y.keys().collect::<Vec<_>>(), "{} vs {}", a.display(), b.display());
+    let differ: Vec<&String> = x.iter().filter(|(k, v)| y[*k] != **v).map(|(k, _)| k).collect();
+    assert!(differ.is_empty(), "{} vs {}: {differ:?} differ", a.display(), b.display());
+}
+
 fn losses_of(run: &Path) -> Vec<f64> {
     metrics::read_column(&run.join("metrics.csv"), "loss").unwrap()
 }
@@ -106,6 +132,8 @@ fn determinism_and_exact_resume() {
     let again = run_dir("again");
     train(&config, &RunOptions { engine: CtaEngine::FusedCpu, ..RunOptions::new(&again, vec![cpu_device()]) });
     assert_same(&weights_of(&again, &config), &weights_of(&whole, &config), "same seed, same weights");
+    // Byte for byte: no random parameter ids, no hash-map order.
+    assert_same_files(&again.join("checkpoints"), &whole.join("checkpoints"));
 
     let resumed = run_dir("resumed");
     let first = train(
@@ -124,6 +152,7 @@ fn determinism_and_exact_resume() {
     );
     assert_eq!(rest.steps, summary.steps);
     assert_same(&weights_of(&resumed, &config), &weights_of(&whole, &config), "resumed = never stopped");
+    assert_same_files(&resumed.join("checkpoints"), &whole.join("checkpoints"));
     assert_eq!(losses_of(&resumed), losses_of(&whole));
     assert_eq!(
         metrics::read_column(&resumed.join("valid.csv"), "val_loss").unwrap(),
@@ -272,16 +301,27 @@ fn early_stopping_and_best_checkpoints() {
     std::fs::create_dir_all(&dir).unwrap();
     let config = config();
     let model = fresh_model(&config);
+    let optim = optimizer::<CpuAutodiff>(&config);
     let mut state = TrainState::default();
+    let mut protocol = checkpoint::Protocol::new(&dir, None);
+    let mut entered = Vec::new();
     for (epoch, val) in [3.0, 2.0, 4.0, 1.0].into_iter().enumerate() {
-        keep_best(&dir, &model, &mut state, epoch, val, 2).unwrap();
+        let (new, superseded) = keep_best(&mut state, epoch, val, 2);
+        entered.push((new.is_some(), superseded.clone()));
+        save(&mut protocol, &model, &optim, &state, new.as_deref(), &superseded).unwrap();
     }
+    let none = Vec::<String>::new;
+    assert_eq!(
+        entered,
+        vec![(true, none()), (true, none()), (false, none()), (true, vec!["epoch=000-val_loss=3.0000".to_string()])]
+    );
     let kept: Vec<(f64, usize)> = state.best.iter().map(|b| (b.0, b.1)).collect();
     assert_eq!(kept, vec![(1.0, 3), (2.0, 1)]);
     let mut folders: Vec<String> =
         std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     folders.sort();
-    assert_eq!(folders, vec!["epoch=001-val_loss=2.0000", "epoch=003-val_loss=1.0000"]);
+    assert_eq!(folders, vec!["epoch=001-val_loss=2.0000", "epoch=003-val_loss=1.0000", "last"]);
+    assert_eq!(checkpoint::load_state(&dir.join("last")).unwrap(), state);
 }
 
 /// The paper tier's data path: a prepared MIMIC-CXR split with a pretrained tokenizer (here
@@ -305,4 +345,65 @@ fn pretrained_tokenizer_data_path() {
     assert_eq!(batch.images.len(), 4 * 3 * 32 * 32);
     // MiniLM's ids, not the caption vocabulary's: [CLS] is 101.
     assert!(batch.text.ids.chunks(40).all(|row| row[0] == 101));
+}
+
+/// A resume runs the configuration the run started with, or is refused naming the fields
+/// (unless forced); a finished run resumed is reported and left as it is; a configuration
+/// that cannot run changes nothing in an existing run folder.
+#[test]
+fn resume_guards_the_run_folder() {
+    let mut config = config();
+    config.train.epochs = 1;
+    let one = || vec![cpu_device()];
+    let run = run_dir("guards");
+    let stopped = train(&config, &RunOptions { stop_after: Some(2), ..RunOptions::new(&run, one()) });
+    assert!(!stopped.finished);
+    let before = tree(&run);
+    let mut changed = config.clone();
+    changed.train.epochs = 3;
+    changed.train.max_steps = Some(50);
+    let err = pretrain(
+        &changed,
+        fresh_model(&changed),
+        &pairs(),
+        &RunOptions { resume: true, ..RunOptions::new(&run, one()) },
+    )
+    .unwrap_err();
+    let message = err.to_string();
+    assert!(matches!(err, TrainError::Resume(_)) && err.is_bad_input(), "{message}");
+    for needle in
+        ["train.epochs: 1 (saved) vs 3 (now)", "train.max_steps: (unset) (saved) vs 50 (now)", "--force-config-change"]
+    {
+        assert!(message.contains(needle), "{needle}: {message}");
+    }
+    assert!(tree(&run) == before, "a refused resume changed the run folder");
+    // A configuration that cannot run (no step fits the data), without --resume: nothing goes.
+    let mut bad = config.clone();
+    bad.train.shard_batch = 100_000;
+    let err = pretrain(&bad, fresh_model(&bad), &pairs(), &RunOptions::new(&run, one())).unwrap_err();
+    assert!(err.is_bad_input(), "{err}");
+    assert!(tree(&run) == before, "a refused run changed the run folder");
+    // Forced: the run goes on with the new configuration.
+    let forced =
+        train(&changed, &RunOptions { resume: true, force_config_change: true, ..RunOptions::new(&run, one()) });
+    assert!(forced.finished && !forced.already_finished && forced.steps > stopped.steps, "{forced:?}");
+    // Finished: resuming reports it and writes nothing.
+    let done = tree(&run);
+    let again = train(&changed, &RunOptions { resume: true, ..RunOptions::new(&run, one()) });
+    assert!(again.already_finished && again.finished, "{again:?}");
+    assert_eq!((again.steps, &again.stop_reason), (forced.steps, &forced.stop_reason));
+    assert!(tree(&run) == done, "resuming a finished run changed the run folder");
+}
+
+/// A prepared folder whose validation split is missing is an error naming the file.
+#[test]
+fn a_missing_validation_split_is_an_error() {
+    let prepared = data_dir().join("prepared-no-valid");
+    std::fs::remove_dir_all(&prepared).ok();
+    std::fs::create_dir_all(&prepared).unwrap();
+    std::fs::copy(data_dir().join("mimic-prepared/train.csv"), prepared.join("train.csv")).unwrap();
+    let text = data::TextSource::CaptionWords { size: 64 };
+    let err = data::mimic_pairs(&data_dir().join("mimic"), &prepared, &config(), &text).err().expect("an error");
+    let message = err.to_string();
+    assert!(err.is_bad_input() && message.contains("valid.csv") && message.contains("missing"), "{message}");
 }

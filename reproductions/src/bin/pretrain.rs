@@ -6,6 +6,10 @@
 //! `OUT/<name>/` receives `config.toml`, `metrics.csv`, `valid.csv`, `plot.svg`,
 //! `checkpoints/` and `summary.json`.
 //!
+//! Exit status: 0 on success (a resumed run that had already finished included), 2 for bad
+//! input (experiment file, configuration, data, a refused `--resume`), 1 for other failures
+//! (I/O, devices, a non-finite loss).
+//!
 //! Spec: `hyperparameters.md` §1 (the published run).
 //!
 //! **Deviation:** none beyond the trainer's (see `mgca::train`).
@@ -17,7 +21,7 @@ use clap::Parser;
 use mgca::experiment::{Experiment, Tier};
 use mgca::model::mgca::EncoderWeights;
 use mgca::train::data::{TextSource, mimic_pairs, synthetic_pairs};
-use mgca::train::{RunOptions, RunSummary, pretrain};
+use mgca::train::{RunOptions, RunSummary, TrainError, pretrain};
 
 #[derive(Parser)]
 #[command(name = "pretrain", about = "MGCA pretraining from an experiment file")]
@@ -38,6 +42,14 @@ struct Args {
     /// Continue the run in the run folder from its last checkpoint.
     #[arg(long)]
     resume: bool,
+    /// With --resume: continue even if the configuration differs from the run's saved
+    /// `config.toml` (the differing fields are listed).
+    #[arg(long, requires = "resume")]
+    force_config_change: bool,
+    /// Testing aid: exit (status 86) at this operation of the checkpoint protocol, as a kill
+    /// would.
+    #[arg(long, hide = true)]
+    crash_at_write: Option<usize>,
     /// No progress bar.
     #[arg(long)]
     no_progress: bool,
@@ -65,9 +77,36 @@ fn write_summary(run: &Path, experiment: &Experiment, summary: &RunSummary, data
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
-fn run(args: Args) -> Result<(), String> {
+/// Why `pretrain` failed: the input's fault (exit status 2) or the run's (1).
+enum Failure {
+    BadInput(String),
+    Other(String),
+}
+
+impl From<TrainError> for Failure {
+    fn from(e: TrainError) -> Self {
+        if e.is_bad_input() { Failure::BadInput(e.to_string()) } else { Failure::Other(e.to_string()) }
+    }
+}
+
+/// Plain messages are the input's: the experiment file, arguments and data.
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Failure::BadInput(message)
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(message: &str) -> Self {
+        Failure::BadInput(message.to_string())
+    }
+}
+
+fn run(args: Args) -> Result<(), Failure> {
     let experiment = Experiment::read(&args.config)?;
     let config = experiment.resolve()?;
+    // Before anything is written (the data folder, the run folder).
+    config.validate().map_err(|e| format!("{}: {e}", args.config.display()))?;
     let run_dir = args.out.join(&experiment.name);
     let devices = args.devices.clone().unwrap_or_else(|| experiment.devices.clone());
     let data_root = args.data.clone().or_else(|| experiment.data.mimic_root.clone());
@@ -77,21 +116,18 @@ fn run(args: Args) -> Result<(), String> {
                 experiment.weights.text.clone().ok_or("a real-data run needs `weights.text` (Bio_ClinicalBERT)")?;
             let source = TextSource::Pretrained { path: text.join("vocab.txt"), lowercase: false };
             let prepared = args.out.join("data").join(format!("mimic-{}", experiment.name));
-            (
-                mimic_pairs(root, &prepared, &config, &source).map_err(|e| e.to_string())?,
-                format!("MIMIC-CXR-JPG at {}", root.display()),
-            )
+            (mimic_pairs(root, &prepared, &config, &source)?, format!("MIMIC-CXR-JPG at {}", root.display()))
         }
         (None, Some(spec)) => {
             let dir = args.out.join("data").join(format!("synthetic-{:?}-{}", spec.scale, spec.seed).to_lowercase());
             eprintln!("pretrain: no real data configured: using the synthetic MIMIC-CXR in {}", dir.display());
             (
-                synthetic_pairs(&dir, spec.scale, spec.seed, &config).map_err(|e| e.to_string())?,
+                synthetic_pairs(&dir, spec.scale, spec.seed, &config)?,
                 format!("synthetic MIMIC-CXR ({:?}, seed {})", spec.scale, spec.seed),
             )
         }
         (None, None) => {
-            return Err(format!("{}: no data: pass --data DIR (MIMIC-CXR-JPG 2.0.0)", args.config.display()));
+            return Err(format!("{}: no data: pass --data DIR (MIMIC-CXR-JPG 2.0.0)", args.config.display()).into());
         }
     };
     eprintln!(
@@ -119,15 +155,26 @@ fn run(args: Args) -> Result<(), String> {
             model = model.with_encoders(&config, &weights, &cpu_device())?;
         }
         let options = RunOptions {
-            resume: args.resume,
-            progress: !args.no_progress,
-            log_epochs: true,
             engine: mgca::loss::CtaEngine::FusedCpu,
-            ..RunOptions::new(&run_dir, devices.iter().map(|_| cpu_device()).collect())
+            ..options(&args, &run_dir, devices.iter().map(|_| cpu_device()).collect())
         };
-        pretrain(&config, model, &data, &options).map_err(|e| e.to_string())?
+        pretrain(&config, model, &data, &options)?
     };
-    write_summary(&run_dir, &experiment, &summary, &described)?;
+    if summary.already_finished {
+        eprintln!(
+            "pretrain: {} already finished ({}, {} steps): nothing to do; run folder {}",
+            experiment.name,
+            summary.stop_reason.as_deref().unwrap_or("finished"),
+            summary.steps,
+            run_dir.display()
+        );
+        // A run stopped between its last checkpoint and its summary gets the summary now.
+        if !run_dir.join("summary.json").exists() {
+            write_summary(&run_dir, &experiment, &summary, &described).map_err(Failure::Other)?;
+        }
+        return Ok(());
+    }
+    write_summary(&run_dir, &experiment, &summary, &described).map_err(Failure::Other)?;
     let last = summary.last.unwrap_or_default();
     eprintln!(
         "pretrain: {} steps, {}; last loss {:.4}, acc1 {:.1} %; best val_loss {}; {} pairs skipped; {:.1} pairs/s; run folder {}",
@@ -151,22 +198,28 @@ fn run_on_gpu(
     run_dir: &Path,
     devices: &[usize],
     args: &Args,
-) -> Result<RunSummary, String> {
+) -> Result<RunSummary, Failure> {
     use burn::backend::cuda::CudaDevice;
     type Gpu = mgca::backend::CudaAutodiff;
     if !mgca::backend::cuda_driver_present() {
-        return Err("no CUDA driver (libcuda.so.1) on this machine".into());
+        return Err(Failure::Other("no CUDA driver (libcuda.so.1) on this machine".into()));
     }
     let devices: Vec<CudaDevice> = devices.iter().map(|&i| CudaDevice::new(i)).collect();
     let model = config.init_model_seeded::<Gpu>(config.train.seed as u64, &devices[0]);
     let model = model.with_encoders(config, weights, &devices[0])?;
-    let options = RunOptions {
+    Ok(pretrain(config, model, data, &options(args, run_dir, devices))?)
+}
+
+/// The run options the arguments ask for.
+fn options<D>(args: &Args, run_dir: &Path, devices: Vec<D>) -> RunOptions<D> {
+    RunOptions {
         resume: args.resume,
+        force_config_change: args.force_config_change,
+        crash_at_write: args.crash_at_write,
         progress: !args.no_progress,
         log_epochs: true,
         ..RunOptions::new(run_dir, devices)
-    };
-    pretrain(config, model, data, &options).map_err(|e| e.to_string())
+    }
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -177,7 +230,7 @@ fn run_on_gpu(
     _: &Path,
     _: &[usize],
     _: &Args,
-) -> Result<RunSummary, String> {
+) -> Result<RunSummary, Failure> {
     unreachable!("only with the cuda feature")
 }
 
@@ -188,7 +241,11 @@ fn main() -> ExitCode {
     }
     match run(Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Err(Failure::BadInput(e)) => {
+            eprintln!("pretrain: {e}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Other(e)) => {
             eprintln!("pretrain: {e}");
             ExitCode::FAILURE
         }
