@@ -452,9 +452,12 @@ impl LossCase {
     /// Refuse outputs that are not finite (NaN or infinite losses or gradients), naming the
     /// first such tensor: a value the reference would also have produced is still not a result.
     pub fn check_finite(&self, ours: &TensorFile) -> Result<(), ParityError> {
-        for (name, t) in &ours.tensors {
+        // The losses first: a non-finite loss is the cause of non-finite gradients.
+        let names = SCALARS.iter().chain(GRADIENTS.iter().map(|(g, _)| g));
+        for name in names {
+            let Some(t) = ours.tensors.get(*name) else { continue };
             if let Some(&value) = t.values.iter().find(|v| !v.is_finite()) {
-                return Err(ParityError::NonFinite { path: self.path.clone(), name: name.clone(), value });
+                return Err(ParityError::NonFinite { path: self.path.clone(), name: name.to_string(), value });
             }
         }
         Ok(())
