@@ -118,8 +118,9 @@ fn generate(name: &str, tmp: &Path) -> Result<(), String> {
         }
         "tall_dicom" => {
             let path = image_manifest(tmp, "tall.dcm")?;
-            let g = gradient(4, 25600);
-            let img = mgca::data::resize::Gray::new(25600, 4, g.into_raw());
+            // 4 rows of 25600 columns.
+            let g = gradient(25600, 4);
+            let img = mgca::data::resize::Gray::new(4, 25600, g.into_raw());
             mgca::data::image::write_dicom(&path, &img, "1.2.3.4", false, false).map_err(|e| err(&e))
         }
         other => Err(format!("no generator `{other}`")),

@@ -201,7 +201,8 @@ impl Harness<'_> {
                 let path = ok!(self.binaries.get(binary).ok_or(format!("no binary `{binary}` here")));
                 let out = ok!(Command::new(path).args(&a[1..]).output());
                 if !out.status.success() {
-                    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+                    let text =
+                        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
                     panic!("case {}: step {a:?} failed: {text}", case.name);
                 }
             }
@@ -226,7 +227,11 @@ impl Harness<'_> {
             })
             .collect();
         let argv: Vec<String> = case.command.iter().map(|s| self.expand(s, &tmp)).collect();
-        let out = Command::new(&self.binaries[argv[0].as_str()]).args(&argv[1..]).output().unwrap();
+        let out = Command::new(&self.binaries[argv[0].as_str()])
+            .args(&argv[1..])
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .unwrap();
         let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         let mut failures = Vec::new();
         let code = out.status.code().unwrap_or(-1);
