@@ -275,7 +275,7 @@ impl VitConfig {
         c.at_least_one(&f("image_size"), self.image_size);
         c.at_least_one(&f("patch_size"), self.patch_size);
         if self.patch_size >= 1 && self.image_size >= 1 {
-            let divides = self.image_size % self.patch_size == 0;
+            let divides = self.image_size.is_multiple_of(self.patch_size);
             c.check(
                 divides,
                 &f("patch_size"),
@@ -287,7 +287,12 @@ impl VitConfig {
         c.at_least_one(&f("depth"), self.depth);
         c.at_least_one(&f("heads"), self.heads);
         if self.heads >= 1 {
-            c.check(self.dim % self.heads == 0, &f("heads"), self.heads, format!("a divisor of {p}dim ({})", self.dim));
+            c.check(
+                self.dim.is_multiple_of(self.heads),
+                &f("heads"),
+                self.heads,
+                format!("a divisor of {p}dim ({})", self.dim),
+            );
         }
         c.at_least_one(&f("mlp_dim"), self.mlp_dim);
     }
@@ -315,7 +320,7 @@ impl BertConfig {
         c.at_least_one(&f("heads"), self.heads);
         if self.heads >= 1 {
             c.check(
-                self.hidden % self.heads == 0,
+                self.hidden.is_multiple_of(self.heads),
                 &f("heads"),
                 self.heads,
                 format!("a divisor of {p}hidden ({})", self.hidden),

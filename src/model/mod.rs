@@ -44,7 +44,7 @@ pub(crate) fn check_heads(width: usize, heads: usize) -> Result<(), crate::weigh
     if heads == 0 {
         return Err(Architecture("0 attention heads: at least 1 is needed".into()));
     }
-    if width % heads != 0 {
+    if !width.is_multiple_of(heads) {
         return Err(Architecture(format!("width {width} is not divisible by {heads} heads")));
     }
     Ok(())
