@@ -6,8 +6,15 @@
 //! `grad.*` gradients, and a JSON description in the metadata key `fixture` (`encoder`,
 //! `hparams`). Spec: `losses.md` §2–§5; fixture layout: the fixtures' README.
 //!
+//! A case is checked before it runs: every tensor present, float32, finite and of a shape that
+//! agrees with the others; the `hparams` in the objective's ranges (named by the reference's
+//! keys, `hparams.local_temperature`); attention weights >= 0; at least one real word slot per
+//! sample; ε above the f32 overflow floor for the case's `K × N` scores. Outputs that are still
+//! not finite are refused ([`LossCase::check_finite`]) rather than written.
+//!
 //! **Deviation:** none; tolerances are the fixtures': losses within 1e-5 relative, gradients
-//! within 1e-6 absolute + 1e-4 relative.
+//! within 1e-6 absolute + 1e-4 relative. Where the reference returns NaN (a temperature of 0,
+//! a report with every word slot padded), this is bad input here.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -38,6 +45,10 @@ pub enum ParityError {
     Shape { path: PathBuf, name: String, expected: String, got: Vec<usize> },
     /// A tensor holds a NaN or an infinity, or a mask holds something other than 0 or 1.
     BadValue { path: PathBuf, name: String, index: usize, value: f32 },
+    /// A tensor's values are each valid but together not a case the objective is defined on.
+    Invalid { path: PathBuf, name: String, message: String },
+    /// Our output is not finite: the case lies outside the range where the objective is.
+    NonFinite { path: PathBuf, name: String, value: f32 },
 }
 
 impl fmt::Display for ParityError {
@@ -56,6 +67,13 @@ impl fmt::Display for ParityError {
             Self::BadValue { path, name, index, value } => {
                 write!(f, "{}: tensor `{name}` holds {value} at flat index {index}", path.display())
             }
+            Self::Invalid { path, name, message } => write!(f, "{}: tensor `{name}`: {message}", path.display()),
+            Self::NonFinite { path, name, value } => write!(
+                f,
+                "{}: the objective on this case gives {value} in `{name}`: its inputs or hparams are outside the \
+                 range where the loss is finite (a temperature or epsilon so small that exp overflows f32?)",
+                path.display()
+            ),
         }
     }
 }
@@ -263,6 +281,18 @@ struct Hparams {
     bidirectional: Option<bool>,
 }
 
+/// The objective's fields the `hparams` set, by the reference's names.
+const HPARAM_NAMES: [(&str, &str); 8] = [
+    ("ita.temperature", "ita_temperature"),
+    ("cta.temperature", "local_temperature"),
+    ("cpa.temperature", "proto_temperature"),
+    ("cpa.sinkhorn.epsilon", "epsilon"),
+    ("cpa.sinkhorn.iterations", "sinkhorn_iterations"),
+    ("lambda_ita", "lambdas[0]"),
+    ("lambda_cta", "lambdas[1]"),
+    ("lambda_cpa", "lambdas[2]"),
+];
+
 /// A validated loss case: its configuration and inputs.
 #[derive(Debug, Clone)]
 pub struct LossCase {
@@ -321,6 +351,14 @@ impl LossCase {
         if let Some(v) = h.bidirectional {
             config.cta.bidirectional = v;
         }
+        if let Err(mut e) = config.validate() {
+            for field in &mut e.fields {
+                if let Some((_, key)) = HPARAM_NAMES.iter().find(|(ours, _)| *ours == field.path) {
+                    field.path = format!("hparams.{key}");
+                }
+            }
+            return Err(meta_err(e.to_string()));
+        }
         let case = Self { path: path.into(), encoder, config, file };
         case.validate()?;
         Ok(case)
@@ -370,6 +408,57 @@ impl LossCase {
         let mask = self.file.get(path, "in.word_pad_mask")?;
         if let Some((index, &value)) = mask.values.iter().enumerate().find(|(_, v)| **v != 0.0 && **v != 1.0) {
             return Err(ParityError::BadValue { path: path.into(), name: "in.word_pad_mask".into(), index, value });
+        }
+        // A report has at least its [SEP] slot; with every slot padded, CTA's patch side
+        // attends over no word (a softmax of nothing: NaN in the reference too).
+        if let Some(sample) = mask.values.chunks(w).position(|row| row.iter().all(|v| *v == 1.0)) {
+            return Err(ParityError::Invalid {
+                path: path.into(),
+                name: "in.word_pad_mask".into(),
+                message: format!(
+                    "sample {sample} has all {w} word slots padded: every report needs at least one real word \
+                     slot (its [SEP]) for CTA to attend over"
+                ),
+            });
+        }
+        let mut attention = vec!["in.word_attn"];
+        if self.encoder == ImageEncoderKind::VitBase {
+            attention.push("in.vit_cls_attn");
+        }
+        for name in attention {
+            let t = self.file.get(path, name)?;
+            if let Some((index, &value)) = t.values.iter().enumerate().find(|(_, v)| **v < 0.0) {
+                return Err(ParityError::Invalid {
+                    path: path.into(),
+                    name: name.into(),
+                    message: format!("holds {value} at flat index {index}: attention weights must be >= 0"),
+                });
+            }
+        }
+        let epsilon = self.config.cpa.sinkhorn.epsilon;
+        let floor = crate::loss::SinkhornConfig::min_epsilon(k.saturating_mul(n));
+        if (epsilon as f64) < floor {
+            return Err(ParityError::Metadata {
+                path: path.into(),
+                message: format!(
+                    "hparams.epsilon = {epsilon} (allowed: >= {floor:.4}: below it exp(1/epsilon) summed over \
+                     K x N = {k} x {n} scores overflows f32)"
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Refuse outputs that are not finite (NaN or infinite losses or gradients), naming the
+    /// first such tensor: a value the reference would also have produced is still not a result.
+    pub fn check_finite(&self, ours: &TensorFile) -> Result<(), ParityError> {
+        // The losses first: a non-finite loss is the cause of non-finite gradients.
+        let names = SCALARS.iter().chain(GRADIENTS.iter().map(|(g, _)| g));
+        for name in names {
+            let Some(t) = ours.tensors.get(*name) else { continue };
+            if let Some(&value) = t.values.iter().find(|v| !v.is_finite()) {
+                return Err(ParityError::NonFinite { path: self.path.clone(), name: name.to_string(), value });
+            }
         }
         Ok(())
     }

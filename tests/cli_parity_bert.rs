@@ -109,3 +109,42 @@ fn bad_input_exits_2_and_names_it() {
     }
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// A model folder like MiniLM's whose `config.json` is replaced by `config`.
+fn model_with_config(dir: &Path, config: &str) -> PathBuf {
+    let model = dir.join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    for name in ["model.safetensors", "vocab.txt", "tokenizer.json", "tokenizer_config.json"] {
+        if minilm().join(name).is_file() && !model.join(name).exists() {
+            std::os::unix::fs::symlink(minilm().join(name), model.join(name)).unwrap();
+        }
+    }
+    std::fs::write(model.join("config.json"), config).unwrap();
+    model
+}
+
+/// Head counts and lengths that used to panic exit 2 and name the cause.
+#[test]
+fn zero_heads_and_bad_lengths_exit_2() {
+    let dir = scratch("heads");
+    std::fs::write(dir.join("text.txt"), "No acute process.").unwrap();
+    let out = dir.join("out.safetensors");
+    let zero = model_with_config(&dir, r#"{"num_attention_heads": 0, "num_hidden_layers": 6}"#);
+    let run = mgca_bert(&zero, &dir.join("text.txt"), "16", "reference", &out);
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(2), "{err}");
+    assert!(err.contains("0 attention heads") && err.contains("model.safetensors"), "{err}");
+    for (length, positions, words) in [
+        ("1", "reference", ["--max-length 1", "[CLS] and [SEP]"]),
+        ("0", "standard", ["--max-length 0", "[CLS] and [SEP]"]),
+        ("600", "standard", ["--max-length 600", "position_embeddings"]),
+    ] {
+        let run = mgca_bert(&minilm(), &dir.join("text.txt"), length, positions, &out);
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(2), "{length}: {err}");
+        for word in words {
+            assert!(err.contains(word), "`{err}` does not name `{word}`");
+        }
+    }
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -176,3 +176,63 @@ fn unreadable_files_exit_2_and_name_the_file() {
     assert!(String::from_utf8_lossy(&run.stderr).contains("out.safetensors"));
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// Replace `from` by `to` in the case's `fixture` metadata.
+fn hparam(f: &mut TensorFile, from: &str, to: &str) {
+    let json = f.metadata["fixture"].clone();
+    assert!(json.contains(from), "{json}");
+    f.metadata.insert("fixture".into(), json.replace(from, to));
+}
+
+/// Inputs and hyperparameters on which the objective is not defined exit 2 naming the cause,
+/// never NaN with exit 0.
+#[test]
+fn cases_that_would_give_nan_exit_2_and_name_the_cause() {
+    bad("tau-zero", "`hparams.local_temperature` = 0", |f| {
+        hparam(f, "\"local_temperature\": 0.1", "\"local_temperature\": 0.0")
+    });
+    bad("tau-negative", "`hparams.ita_temperature` = -0.07", |f| {
+        hparam(f, "\"ita_temperature\": 0.07", "\"ita_temperature\": -0.07")
+    });
+    bad("epsilon-zero", "`hparams.epsilon` = 0", |f| hparam(f, "\"epsilon\": 0.05", "\"epsilon\": 0.0"));
+    bad("epsilon-overflow", "hparams.epsilon = 0.01 (allowed: >= 0.0", |f| {
+        hparam(f, "\"epsilon\": 0.05", "\"epsilon\": 0.01")
+    });
+    bad("iterations", "`hparams.sinkhorn_iterations` = 0", |f| {
+        hparam(f, "\"sinkhorn_iterations\": 3", "\"sinkhorn_iterations\": 0")
+    });
+    bad("lambda", "`hparams.lambdas[1]` = -1", |f| hparam(f, "\"lambdas\": [1, 1, 1]", "\"lambdas\": [1, -1, 1]"));
+    bad("all-padded", "sample 3 has all 40 word slots padded", |f| {
+        let w = 40;
+        let mask = f.tensors.get_mut("in.word_pad_mask").unwrap();
+        mask.values[3 * w..4 * w].fill(1.0);
+        f.tensors.get_mut("in.word_attn").unwrap().values[3 * w..4 * w].fill(0.0);
+    });
+    bad("negative-attention", "in.word_attn", |f| f.tensors.get_mut("in.word_attn").unwrap().values[1] = -0.5);
+    bad("negative-vit-attention", "in.vit_cls_attn", |f| {
+        f.tensors.get_mut("in.vit_cls_attn").unwrap().values[0] = -1.0
+    });
+    // Valid on its face, but exp overflows: caught on the outputs.
+    bad("tiny-tau", "range where the loss is finite", |f| {
+        hparam(f, "\"proto_temperature\": 0.2", "\"proto_temperature\": 1e-30")
+    });
+}
+
+/// Odd ranks and wrong element types name the tensor and the expected shape.
+#[test]
+fn odd_ranks_and_dtypes_name_the_tensor_and_expected_shape() {
+    bad("rank-0", "in.img_emb", |f| {
+        f.tensors.insert("in.img_emb".into(), HostTensor { shape: vec![], values: vec![1.0] });
+    });
+    bad("rank-4", "expected [N, M, D]", |f| {
+        let t = f.tensors.get_mut("in.patch_emb").unwrap();
+        t.shape.insert(0, 1);
+    });
+    bad("empty", "in.word_attn", |f| {
+        f.tensors.insert("in.word_attn".into(), HostTensor { shape: vec![24, 0], values: vec![] });
+    });
+    bad("dtype", "`in.word_pad_mask` is I64, expected F32", |f| {
+        let t = f.tensors.remove("in.word_pad_mask").unwrap();
+        f.ints.insert("in.word_pad_mask".into(), (t.shape, t.values.iter().map(|v| *v as i64).collect()));
+    });
+}

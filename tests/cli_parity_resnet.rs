@@ -93,3 +93,32 @@ fn bad_input_exits_2_and_names_it() {
     assert!(err.contains("broken.safetensors") && err.contains("layer4.0.bn2.weight"), "{err}");
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// Odd ranks in the weights or the input exit 2 naming the tensor and the expected shape.
+#[test]
+fn odd_ranks_exit_2_and_name_the_tensor() {
+    let dir = scratch("ranks");
+    let weights = golden("resnet_weights.safetensors");
+    let out = dir.join("o.safetensors");
+    for (key, pattern) in [("conv1.weight", "[64, 3, 7, 7]"), ("layer1.0.conv3.weight", "[256, 64, 1, 1]")] {
+        let mut file = TensorFile::read_numeric(&weights).unwrap();
+        let t = file.tensors.get_mut(key).unwrap();
+        t.shape = vec![t.values.len()];
+        let path = dir.join("flat.safetensors");
+        file.write(&path).unwrap();
+        let run = mgca_resnet(&path, &input(&dir), &out, &[]);
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(2), "{err}");
+        assert!(err.contains("flat.safetensors") && err.contains(key) && err.contains(pattern), "{err}");
+    }
+    let mut five = TensorFile::default();
+    let mut x = formula_images(1, 224);
+    x.shape.insert(0, 1);
+    five.tensors.insert("input".into(), x);
+    five.write(&dir.join("five.safetensors")).unwrap();
+    let run = mgca_resnet(&weights, &dir.join("five.safetensors"), &out, &[]);
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(2), "{err}");
+    assert!(err.contains("five.safetensors") && err.contains("[1, 1, 3, 224, 224]"), "{err}");
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -98,3 +98,53 @@ fn bad_input_exits_2_and_names_it() {
     }
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// Head counts and tensor ranks that used to panic exit 2 and name the tensor or the heads.
+#[test]
+fn zero_heads_and_odd_ranks_exit_2() {
+    let dir = scratch("ranks");
+    let weights = golden("vit_tiny_d2_weights.safetensors");
+    let input = golden("vit_input.safetensors");
+    let out = dir.join("out.safetensors");
+    let edited = |name: &str, edit: &dyn Fn(&mut TensorFile)| {
+        let mut file = TensorFile::read(&weights).unwrap();
+        edit(&mut file);
+        let path = dir.join(name);
+        file.write(&path).unwrap();
+        path
+    };
+    let flat = |t: &mut HostTensor| t.shape = vec![t.values.len()];
+    let pos_flat = edited("pos_flat.safetensors", &|f| flat(f.tensors.get_mut("pos_embed").unwrap()));
+    let patch_flat = edited("patch_flat.safetensors", &|f| flat(f.tensors.get_mut("patch_embed.proj.weight").unwrap()));
+    let pos_empty = edited("pos_empty.safetensors", &|f| {
+        f.tensors.insert("pos_embed".into(), HostTensor { shape: vec![1, 1, 192], values: vec![0.0; 192] });
+    });
+    let scalar = edited("fc1_scalar.safetensors", &|f| {
+        f.tensors.insert("blocks.0.mlp.fc1.weight".into(), HostTensor { shape: vec![], values: vec![0.0] });
+    });
+    let mut rank3 = TensorFile::read(&input).unwrap();
+    let x = rank3.tensors.get_mut("input").unwrap();
+    x.shape.remove(0);
+    rank3.write(&dir.join("rank3.safetensors")).unwrap();
+    let mut none = TensorFile::default();
+    none.tensors.insert("input".into(), HostTensor { shape: vec![0, 3, 224, 224], values: vec![] });
+    none.write(&dir.join("none.safetensors")).unwrap();
+    let cases: [(&Path, &str, &Path, &[&str]); 7] = [
+        (&weights, "0", &input, &["0 attention heads", "vit_tiny_d2_weights.safetensors"]),
+        (&pos_flat, "3", &input, &["pos_flat.safetensors", "`pos_embed`", "[1, 1 + M, D]"]),
+        (&patch_flat, "3", &input, &["patch_flat.safetensors", "`patch_embed.proj.weight`", "[D, 3, p, p]"]),
+        (&pos_empty, "3", &input, &["pos_empty.safetensors", "`pos_embed`", "0 patch positions"]),
+        (&scalar, "3", &input, &["fc1_scalar.safetensors", "`blocks.0.mlp.fc1.weight`", "[mlp, D]"]),
+        (&weights, "3", &dir.join("rank3.safetensors"), &["rank3.safetensors", "`input`", "[N, 3, 224, 224]"]),
+        (&weights, "3", &dir.join("none.safetensors"), &["none.safetensors", "`input`", "N >= 1"]),
+    ];
+    for (w, heads, x, words) in cases {
+        let run = mgca_vit(w, heads, x, &out);
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(2), "{words:?}: {stderr}");
+        for word in words {
+            assert!(stderr.contains(word), "`{stderr}` does not name `{word}`");
+        }
+    }
+    std::fs::remove_dir_all(dir).ok();
+}

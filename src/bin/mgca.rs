@@ -26,7 +26,9 @@
 //! optionally writes the tensors under mgca-rs names.
 //!
 //! **Deviation:** none. Exit status: 0 agreement (or nothing to compare), 1 disagreement,
-//! 2 bad input (the message names the file, tensor or checkpoint key).
+//! 2 bad input (the message names the file, tensor or checkpoint key). No input panics the
+//! `parity` commands: head counts, ranks, lengths and hyperparameters are checked first, and a
+//! loss case whose outputs would not be finite exits 2 naming the cause.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -359,7 +361,7 @@ fn parity_losses(input: &Path, output: &Path, engine: CtaEngine) -> ExitCode {
         }
     };
     let ours = case.run(engine);
-    if let Err(e) = ours.write(output) {
+    if let Err(e) = case.check_finite(&ours).and_then(|()| ours.write(output)) {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
@@ -482,9 +484,9 @@ fn weights_import(
 fn read_images(path: &Path, side: usize) -> Result<HostTensor, String> {
     let images = TensorFile::read(path).map_err(|e| e.to_string())?;
     let x = images.tensors.get("input").ok_or_else(|| format!("{}: missing tensor `input`", path.display()))?;
-    if x.shape.len() != 4 || x.shape[1..] != [3, side, side] {
+    if x.shape.len() != 4 || x.shape[0] == 0 || x.shape[1..] != [3, side, side] {
         return Err(format!(
-            "{}: tensor `input` has shape {:?}, expected [N, 3, {side}, {side}]",
+            "{}: tensor `input` has shape {:?}, expected [N, 3, {side}, {side}] with N >= 1",
             path.display(),
             x.shape
         ));
@@ -523,6 +525,9 @@ fn parity_resnet(weights: &Path, input: &Path, output: &Path, mode: Mode, upsamp
     Ok(())
 }
 
+/// Tokens per sentence below which not even [CLS] and [SEP] fit.
+const MIN_BERT_LENGTH: usize = 2;
+
 /// Exit 0, or 2 with the message (which names the file, tensor or key).
 fn bad_input(result: Result<(), String>) -> ExitCode {
     match result {
@@ -552,6 +557,9 @@ fn parity_bert(
             .ok_or_else(|| format!("{}: no integer `{name}`", config_path.display()))
     };
     let (heads, layers) = (field("num_attention_heads")?, field("num_hidden_layers")?);
+    if max_length < MIN_BERT_LENGTH {
+        return Err(format!("--max-length {max_length}: at least {MIN_BERT_LENGTH} ([CLS] and [SEP])"));
+    }
     let tokenizer = if model.join("tokenizer.json").is_file() {
         ReportTokenizer::from_tokenizer_json(&model.join("tokenizer.json"), Some(max_length))
     } else {
@@ -576,9 +584,28 @@ fn parity_bert(
     let device = cpu_device();
     let encoder = Bert::<Cpu>::load(&bert_config, &mut reader, &device).map_err(in_weights)?;
 
+    if positions == PositionIds::Standard && max_length > bert_config.max_positions {
+        return Err(format!(
+            "--max-length {max_length}: more than the {} positions of `embeddings.position_embeddings.weight` in {}",
+            bert_config.max_positions,
+            weights_path.display()
+        ));
+    }
     let (mut ids, mut mask) = (Vec::new(), Vec::new());
     for (line, sentence) in sentences.iter().enumerate() {
-        let e = tokenizer.encode(sentence).map_err(|e| format!("{} line {}: {e}", text_file.display(), line + 1))?;
+        let at = || format!("{} line {}", text_file.display(), line + 1);
+        let e = tokenizer.encode(sentence).map_err(|e| format!("{}: {e}", at()))?;
+        if e.ids.len() != max_length || e.attention_mask.len() != max_length {
+            return Err(format!("{}: {} tokens after padding, expected --max-length {max_length}", at(), e.ids.len()));
+        }
+        if let Some(id) = e.ids.iter().find(|&&i| i as usize >= bert_config.vocab_size) {
+            return Err(format!(
+                "{}: token id {id} is outside the model's vocabulary of {} (the tokenizer does not match {})",
+                at(),
+                bert_config.vocab_size,
+                weights_path.display()
+            ));
+        }
         ids.extend(e.ids.iter().map(|i| *i as i64));
         mask.extend(e.attention_mask.iter().map(|m| *m as f32));
     }

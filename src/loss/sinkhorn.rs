@@ -41,7 +41,19 @@ impl SinkhornConfig {
     pub fn reference() -> Self {
         Self { epsilon: 0.05, iterations: 3, scope: SinkhornScope::PerDevice }
     }
+
+    /// The smallest ε for which `Σ exp(s / ε)` over `scores` cosine scores (`|s| <= 1`, so
+    /// `K × N` of them) stays finite in f32: `1 / (ln f32::MAX − ln(K·N))`. Below it the first
+    /// normalisation divides by infinity and the codes become NaN, as in the reference, which
+    /// exponentiates without subtracting the maximum.
+    pub fn min_epsilon(scores: usize) -> f64 {
+        let headroom = LN_F32_MAX - (scores.max(1) as f64).ln();
+        if headroom > 0.0 { 1.0 / headroom } else { f64::INFINITY }
+    }
 }
+
+/// `ln(f32::MAX)`: the largest exponent whose `exp` is finite in f32.
+pub const LN_F32_MAX: f64 = 88.722_839;
 
 /// A sum over all devices taking part in one global batch.
 ///

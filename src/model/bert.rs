@@ -204,17 +204,15 @@ pub fn config_from_weights(
     heads: usize,
     layers: Option<usize>,
 ) -> Result<BertConfig, WeightError> {
-    let word = weights.shape("embeddings.word_embeddings.weight")?;
-    let position = weights.shape("embeddings.position_embeddings.weight")?;
-    let inter = weights.shape("encoder.layer.0.intermediate.dense.weight")?;
+    let word = super::sizes(weights, "embeddings.word_embeddings.weight", "[vocab, hidden]", 2)?;
+    let position = super::sizes(weights, "embeddings.position_embeddings.weight", "[positions, hidden]", 2)?;
+    let inter = super::sizes(weights, "encoder.layer.0.intermediate.dense.weight", "[intermediate, hidden]", 2)?;
     let available = (0..).take_while(|i| weights.contains(&format!("encoder.layer.{i}.output.dense.weight"))).count();
     let layers = layers.unwrap_or(available);
     if layers == 0 || layers > available {
         return Err(WeightError::Architecture(format!("{layers} layers requested, the checkpoint has {available}")));
     }
-    if word[1] % heads != 0 {
-        return Err(WeightError::Architecture(format!("width {} is not divisible by {heads} heads", word[1])));
-    }
+    super::check_heads(word[1], heads)?;
     Ok(BertConfig {
         vocab_size: word[0],
         hidden: word[1],

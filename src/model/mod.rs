@@ -20,3 +20,32 @@ pub fn cls_row_mean_heads<B: Backend>(attention: &Tensor<B, 4>) -> Tensor<B, 2> 
     let [n, _, t, _] = attention.dims();
     attention.clone().narrow(2, 0, 1).mean_dim(1).reshape([n, t])
 }
+
+/// The shape of `key`, which must have `pattern`'s rank and no zero dimension (a checkpoint
+/// that describes an architecture must not panic the code that reads its sizes).
+pub(crate) fn sizes(
+    weights: &crate::weights::WeightReader,
+    key: &str,
+    pattern: &str,
+    rank: usize,
+) -> Result<Vec<usize>, crate::weights::WeightError> {
+    let shape = weights.shape(key)?;
+    if shape.len() != rank || shape.contains(&0) {
+        return Err(crate::weights::WeightError::Architecture(format!(
+            "`{key}` has shape {shape:?}, expected {pattern} with every size >= 1"
+        )));
+    }
+    Ok(shape)
+}
+
+/// Refuse 0 attention heads and a width they do not divide.
+pub(crate) fn check_heads(width: usize, heads: usize) -> Result<(), crate::weights::WeightError> {
+    use crate::weights::WeightError::Architecture;
+    if heads == 0 {
+        return Err(Architecture("0 attention heads: at least 1 is needed".into()));
+    }
+    if !width.is_multiple_of(heads) {
+        return Err(Architecture(format!("width {width} is not divisible by {heads} heads")));
+    }
+    Ok(())
+}

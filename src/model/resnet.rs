@@ -222,9 +222,9 @@ impl<B: Backend> ResNet<B> {
 /// The architecture a torchvision ResNet state dict describes; `upsample_to` is not in the
 /// weights and is given by the caller (Some(299) for MGCA pretraining).
 pub fn config_from_weights(weights: &WeightReader, upsample_to: Option<usize>) -> Result<ResNetConfig, WeightError> {
-    let stem = weights.shape("conv1.weight")?; // [64, 3, 7, 7]
-    let first = weights.shape("layer1.0.conv1.weight")?; // [64, 64, 1, 1]
-    let third = weights.shape("layer1.0.conv3.weight")?; // [256, 64, 1, 1]
+    let stem = super::sizes(weights, "conv1.weight", "[64, 3, 7, 7]", 4)?;
+    let first = super::sizes(weights, "layer1.0.conv1.weight", "[64, 64, 1, 1]", 4)?;
+    let third = super::sizes(weights, "layer1.0.conv3.weight", "[256, 64, 1, 1]", 4)?;
     let mut blocks = [0; 4];
     for (s, count) in blocks.iter_mut().enumerate() {
         *count = (0..).take_while(|j| weights.contains(&format!("layer{}.{j}.conv1.weight", s + 1))).count();

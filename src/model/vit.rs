@@ -165,15 +165,27 @@ impl<B: Backend> Vit<B> {
 /// The architecture that a timm/DeiT state dict describes (all but the number of heads, which
 /// the weights do not record).
 pub fn config_from_weights(weights: &WeightReader, heads: usize) -> Result<VitConfig, WeightError> {
-    let patch = weights.shape("patch_embed.proj.weight")?; // [D, 3, p, p]
-    let pos = weights.shape("pos_embed")?; // [1, 1 + M, D]
-    let fc1 = weights.shape("blocks.0.mlp.fc1.weight")?; // [mlp, D]
+    let patch = super::sizes(weights, "patch_embed.proj.weight", "[D, 3, p, p]", 4)?;
+    let pos = super::sizes(weights, "pos_embed", "[1, 1 + M, D]", 3)?;
+    let fc1 = super::sizes(weights, "blocks.0.mlp.fc1.weight", "[mlp, D]", 2)?;
     let (dim, patch_size) = (patch[0], patch[2]);
-    let side = ((pos[1] - 1) as f64).sqrt().round() as usize;
-    let depth = (0..).take_while(|i| weights.contains(&format!("blocks.{i}.norm1.weight"))).count();
-    if dim % heads != 0 {
-        return Err(WeightError::Architecture(format!("width {dim} is not divisible by {heads} heads")));
+    if patch[1] != 3 || patch[3] != patch_size {
+        return Err(WeightError::Architecture(format!(
+            "`patch_embed.proj.weight` has shape {patch:?}, expected [D, 3, p, p] (square patches of 3 channels)"
+        )));
     }
+    let positions = pos[1] - 1; // >= 0: sizes() refused a zero
+    let side = (positions as f64).sqrt().round() as usize;
+    if side == 0 || side * side != positions {
+        return Err(WeightError::Architecture(format!(
+            "`pos_embed` has shape {pos:?}: {positions} patch positions, not a square grid of at least one"
+        )));
+    }
+    let depth = (0..).take_while(|i| weights.contains(&format!("blocks.{i}.norm1.weight"))).count();
+    if depth == 0 {
+        return Err(WeightError::Missing("blocks.0.norm1.weight".into()));
+    }
+    super::check_heads(dim, heads)?;
     Ok(VitConfig { image_size: side * patch_size, patch_size, dim, depth, heads, mlp_dim: fc1[0] })
 }
 
