@@ -338,7 +338,7 @@ where
     B::InnerBackend: GradientLink,
 {
     // Everything is checked before anything in the run folder changes.
-    config.validate().map_err(TrainError::Config)?;
+    config.validate().map_err(|e| TrainError::Config(e.to_string()))?;
     let t = &config.train;
     let devices = &options.devices;
     if devices.is_empty() {

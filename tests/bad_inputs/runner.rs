@@ -30,7 +30,7 @@ use std::process::Command;
 /// Owners whose cases are asserted; the others are only checked for being well-formed. The
 /// environment variable `MGCA_BAD_INPUTS` (`all`, or a comma-separated list of owners)
 /// overrides it.
-pub const ENABLED_OWNERS: &[&str] = &["cfg"];
+pub const ENABLED_OWNERS: &[&str] = OWNERS;
 
 /// Every owner a case may name.
 pub const OWNERS: &[&str] = &["cfg", "readers", "ckpt"];
