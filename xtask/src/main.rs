@@ -70,6 +70,31 @@ enum Task {
         #[arg(long, default_value_t = 2)]
         threads: usize,
     },
+    /// Fuzz the readers (`ci/fuzz`, release build): per target, executions, execs/s, unique
+    /// crashes and hangs; crashing inputs go to `<target dir>/fuzz-crashes/<target>/`.
+    Fuzz {
+        /// A target (`cargo xtask fuzz --list`), several joined by commas, or `all`.
+        #[arg(long, default_value = "all")]
+        target: String,
+        /// Executions per target.
+        #[arg(long, default_value_t = 1_000_000)]
+        execs: u64,
+        /// Stop each target after this many seconds (0: no limit).
+        #[arg(long, default_value_t = 0.0)]
+        seconds: f64,
+        /// The run's seed: input `i` of a target is the same for the same seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Child processes at a time.
+        #[arg(long, default_value_t = 2)]
+        jobs: u64,
+        /// Replay these crash files against `--target` instead of fuzzing.
+        #[arg(long)]
+        replay: Vec<PathBuf>,
+        /// List the targets.
+        #[arg(long)]
+        list: bool,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -121,6 +146,9 @@ fn main() -> ExitCode {
         Task::Bench { which: BenchKind::Encoders, python, threads } => bench_encoders(python, threads),
         Task::Bench { which: BenchKind::Data, python, .. } => bench_data(python),
         Task::Bench { which: BenchKind::Train, python, threads } => bench_train(python, threads),
+        Task::Fuzz { target, execs, seconds, seed, jobs, replay, list } => {
+            fuzz(&target, execs, seconds, seed, jobs, &replay, list)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -494,4 +522,26 @@ fn assets() -> Result {
     }
     eprintln!("xtask: assets ready in {}", dir.display());
     Ok(())
+}
+
+/// `cargo xtask fuzz`: build `mgca-fuzz` in release, then run (or replay with) it.
+fn fuzz(target: &str, execs: u64, seconds: f64, seed: u64, jobs: u64, replay: &[PathBuf], list: bool) -> Result {
+    let mut build = cargo();
+    build.args(["build", "--release", "-p", "mgca-fuzz"]);
+    run(build, "building the fuzz harness (release)")?;
+    let exe = target_dir()?.join("release").join(format!("mgca-fuzz{}", std::env::consts::EXE_SUFFIX));
+    let mut cmd = Command::new(&exe);
+    cmd.current_dir(root());
+    if list {
+        cmd.arg("list");
+    } else if !replay.is_empty() {
+        cmd.args(["replay", "--target", target]).args(replay);
+    } else {
+        cmd.args(["run", "--target", target])
+            .args(["--execs", &execs.to_string(), "--seed", &seed.to_string(), "--jobs", &jobs.to_string()])
+            .args(["--seconds", &seconds.to_string()])
+            .arg("--crashes")
+            .arg(target_dir()?.join("fuzz-crashes"));
+    }
+    run(cmd, "mgca-fuzz")
 }
