@@ -136,7 +136,7 @@ fn child(args: &Args) -> Result<(), String> {
     let seed: u64 = args.get("seed", 0)?;
     let (start, end): (u64, u64) = (args.get("start", 0)?, args.get("end", 0)?);
     let hang_ms: u64 = args.get("hang-ms", DEFAULT_HANG_MS)?;
-    let stop_ms: u64 = args.get("stop-after-ms", 0)?;
+    let stop_ms: u64 = args.get("stop-at-ms", 0)?;
     let trace = args.flags.contains("trace");
     install_silent_hook();
     let scratch = Scratch::new().map_err(|e| format!("scratch folder: {e}"))?;
@@ -169,7 +169,7 @@ fn child(args: &Args) -> Result<(), String> {
     };
     let mut i = start;
     while i < end {
-        if stop_ms > 0 && i % 16 == 0 && t0.elapsed().as_millis() as u64 > stop_ms {
+        if stop_ms > 0 && i % 16 == 0 && epoch_ms() > stop_ms {
             break;
         }
         let input = m.input(&corpus, target.name, seed, i);
@@ -218,6 +218,12 @@ struct Config {
     hang_ms: u64,
 }
 
+/// Wall-clock milliseconds since the Unix epoch. Run limits use the wall clock: on shared,
+/// paused or throttled machines the monotonic clock was seen to lag far behind it.
+fn epoch_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
 fn spawn(c: &Config, start: u64, end: u64, trace: bool, stop_ms: u64) -> Result<ChildRun, String> {
     let mut cmd = Command::new(&c.exe);
     cmd.arg("child")
@@ -225,7 +231,7 @@ fn spawn(c: &Config, start: u64, end: u64, trace: bool, stop_ms: u64) -> Result<
         .arg("--corpus")
         .arg(c.corpus_dir.parent().expect("corpus root"))
         .args(["--seed", &c.seed.to_string(), "--start", &start.to_string(), "--end", &end.to_string()])
-        .args(["--hang-ms", &c.hang_ms.to_string(), "--stop-after-ms", &stop_ms.to_string()])
+        .args(["--hang-ms", &c.hang_ms.to_string(), "--stop-at-ms", &stop_ms.to_string()])
         .env("RUST_BACKTRACE", "0")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -349,10 +355,16 @@ impl Shared {
     }
 
     /// Run iterations a..b, isolating every abort and hang.
-    fn range(&self, a: u64, b: u64, stop_ms: u64) -> Result<(), String> {
+    /// `deadline`: wall-clock epoch milliseconds, 0 for none.
+    fn range(&self, a: u64, b: u64, deadline: u64) -> Result<(), String> {
         let c = &self.config;
         let (mut start, mut trace) = (a, false);
         while start < b {
+            // Each child gets what is left of the run's time (not a fresh allowance).
+            if deadline > 0 && epoch_ms() >= deadline && !trace {
+                break;
+            }
+            let stop_ms = deadline;
             // A traced run covers only the window after the last mark, where the death was.
             let end = if trace { b.min(start + MARK_EVERY) } else { b };
             let run = spawn(c, start, end, trace, if trace { 0 } else { stop_ms })?;
@@ -426,27 +438,22 @@ fn fuzz_target(args: &Args, target: &'static Target) -> Result<Figures, String> 
         crash_dir: args.path("crashes", PathBuf::from("target/fuzz-crashes")),
         found: Mutex::new(Found::default()),
     });
-    let t0 = Instant::now();
+    let wall0 = epoch_ms();
+    let deadline = if seconds > 0.0 { wall0 + (seconds * 1e3) as u64 } else { 0 };
     let next = Arc::new(AtomicU64::new(0));
     let workers: Vec<_> = (0..jobs)
         .map(|_| {
             let (shared, next) = (shared.clone(), next.clone());
             std::thread::spawn(move || -> Result<(), String> {
                 loop {
-                    let left_ms = if seconds > 0.0 {
-                        let left = seconds - t0.elapsed().as_secs_f64();
-                        if left <= 0.0 {
-                            return Ok(());
-                        }
-                        (left * 1e3) as u64 + 1
-                    } else {
-                        0
-                    };
+                    if deadline > 0 && epoch_ms() >= deadline {
+                        return Ok(());
+                    }
                     let a = next.fetch_add(batch, Ordering::Relaxed);
                     if a >= execs {
                         return Ok(());
                     }
-                    shared.range(a, (a + batch).min(execs), left_ms)?;
+                    shared.range(a, (a + batch).min(execs), deadline)?;
                 }
             })
         })
@@ -472,7 +479,7 @@ fn fuzz_target(args: &Args, target: &'static Target) -> Result<Figures, String> 
     Ok(Figures {
         name: target.name,
         executions: found.executions,
-        seconds: t0.elapsed().as_secs_f64(),
+        seconds: (epoch_ms() - wall0) as f64 / 1e3,
         crashes: found.crashes.len() - hangs,
         hangs,
     })

@@ -98,8 +98,9 @@ fn rsna_target(data: &[u8], s: &Scratch) {
     for p in patients.iter().take(64) {
         let _ = p.bbox_field();
         let _ = targets::rsna_detection(&p.boxes, 1024.0, 1024.0);
-        let mask = targets::rsna_mask(&p.boxes, 32, 32, MASK_SIDE);
-        assert_eq!(mask.len(), MASK_SIDE * MASK_SIDE);
+        if let Ok(mask) = targets::rsna_mask(&p.boxes, 32, 32, MASK_SIDE) {
+            assert_eq!(mask.len(), MASK_SIDE * MASK_SIDE);
+        }
     }
     let _ = rsna::split(patients.len(), rsna::Partition::Classification);
 }

@@ -20,7 +20,7 @@ use mgca_fuzz::{catch, corpus_root, crash_files, install_silent_hook};
 static ALLOC: mgca_fuzz::alloc::Capped = mgca_fuzz::alloc::Capped;
 
 /// Iterations per target in the CI run (a few seconds in all in the test profile).
-const CI_EXECS: u64 = 2_000;
+const CI_EXECS: u64 = 300;
 /// The CI run's seed (fixed: the run is the same every time).
 const CI_SEED: u64 = 7;
 /// A generous per-input limit: the test profile is slower than release, CI machines are shared.
@@ -75,7 +75,9 @@ fn short_run_of_every_target_finds_no_new_crash() {
         })
         .map(|f| f.display().to_string())
         .collect();
-    let _ = std::fs::remove_dir_all(&crashes);
+    if new.is_empty() {
+        let _ = std::fs::remove_dir_all(&crashes);
+    }
     assert!(new.is_empty(), "new crashes (replay each with `mgca-fuzz replay --target NAME FILE`): {new:#?}");
     if pending.is_empty() {
         assert!(out.status.success(), "mgca-fuzz run failed: {}", out.status);
