@@ -237,6 +237,14 @@ impl Checks {
         self.check(v >= 1, path, v, ">= 1");
     }
 
+    /// `part` (at `path`) divides `whole` (at `whole_path`); skipped while either is 0, which
+    /// `at_least_one` reports.
+    fn divides(&mut self, path: &str, part: usize, whole_path: &str, whole: usize) {
+        if part >= 1 && whole >= 1 {
+            self.check(whole.is_multiple_of(part), path, part, format!("a divisor of {whole_path} ({whole})"));
+        }
+    }
+
     /// A rate, temperature or ε: finite and > 0.
     fn positive<F: Copy + Into<f64> + fmt::Display>(&mut self, path: &str, v: F) {
         let x = v.into();
@@ -274,26 +282,11 @@ impl VitConfig {
         let f = |name: &str| format!("{p}{name}");
         c.at_least_one(&f("image_size"), self.image_size);
         c.at_least_one(&f("patch_size"), self.patch_size);
-        if self.patch_size >= 1 && self.image_size >= 1 {
-            let divides = self.image_size.is_multiple_of(self.patch_size);
-            c.check(
-                divides,
-                &f("patch_size"),
-                self.patch_size,
-                format!("a divisor of {p}image_size ({})", self.image_size),
-            );
-        }
+        c.divides(&f("patch_size"), self.patch_size, &f("image_size"), self.image_size);
         c.at_least_one(&f("dim"), self.dim);
         c.at_least_one(&f("depth"), self.depth);
         c.at_least_one(&f("heads"), self.heads);
-        if self.heads >= 1 {
-            c.check(
-                self.dim.is_multiple_of(self.heads),
-                &f("heads"),
-                self.heads,
-                format!("a divisor of {p}dim ({})", self.dim),
-            );
-        }
+        c.divides(&f("heads"), self.heads, &f("dim"), self.dim);
         c.at_least_one(&f("mlp_dim"), self.mlp_dim);
     }
 }
@@ -318,14 +311,7 @@ impl BertConfig {
         c.at_least_one(&f("hidden"), self.hidden);
         c.at_least_one(&f("layers"), self.layers);
         c.at_least_one(&f("heads"), self.heads);
-        if self.heads >= 1 {
-            c.check(
-                self.hidden.is_multiple_of(self.heads),
-                &f("heads"),
-                self.heads,
-                format!("a divisor of {p}hidden ({})", self.hidden),
-            );
-        }
+        c.divides(&f("heads"), self.heads, &f("hidden"), self.hidden);
         c.at_least_one(&f("intermediate"), self.intermediate);
         c.at_least_one(&f("max_positions"), self.max_positions);
     }

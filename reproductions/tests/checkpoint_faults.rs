@@ -6,9 +6,12 @@
 //!
 //! Book: appendix "What happens when things go wrong" (the checkpoint protocol).
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+
+use common::{pretrain, tmp, tree};
 
 /// The exit status of a process stopped by an injected fault (`mgca::train::checkpoint::FAULT_EXIT`).
 const FAULT_EXIT: i32 = 86;
@@ -35,41 +38,6 @@ shard_batch = 4
 checkpoint_every = 2
 keep_best = 1
 "#;
-
-fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("mgca-repro-{name}-{}", std::process::id()));
-    std::fs::remove_dir_all(&dir).ok();
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn pretrain(config: &Path, out: &Path, extra: &[String]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pretrain"))
-        .args(["--config", config.to_str().unwrap(), "--out", out.to_str().unwrap(), "--no-progress"])
-        .args(extra)
-        .output()
-        .unwrap()
-}
-
-/// Every file under `dir` and its bytes, by relative path.
-fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut files = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                files.insert(
-                    path.strip_prefix(dir).unwrap().to_string_lossy().into_owned(),
-                    std::fs::read(&path).unwrap(),
-                );
-            }
-        }
-    }
-    files
-}
 
 /// `metrics.csv` without the throughput column (the last), and `valid.csv`.
 fn logs(run: &Path) -> (Vec<String>, String) {
@@ -98,7 +66,7 @@ fn a_kill_at_every_checkpoint_operation_resumes_to_the_same_run() {
     let mut k = 0;
     loop {
         std::fs::remove_dir_all(&run).unwrap();
-        let crashed = pretrain(&config, &out, &["--crash-at-write".into(), k.to_string()]);
+        let crashed = pretrain(&config, &out, &["--crash-at-write", &k.to_string()]);
         let stderr = String::from_utf8_lossy(&crashed.stderr).into_owned();
         if crashed.status.success() {
             break; // the run has fewer than k + 1 operations: every one was a crash point
@@ -115,7 +83,7 @@ fn a_kill_at_every_checkpoint_operation_resumes_to_the_same_run() {
             *kinds.entry("remove a superseded best".to_string()).or_insert(0) += 1;
         }
 
-        let resumed = pretrain(&config, &out, &["--resume".into()]);
+        let resumed = pretrain(&config, &out, &["--resume"]);
         let stderr = String::from_utf8_lossy(&resumed.stderr);
         assert!(resumed.status.success(), "resume after a fault at operation {k} ({line}): {stderr}");
         let got = tree(&run.join("checkpoints"));

@@ -1,15 +1,11 @@
 //! The reproduction binaries as a user runs them: `pretrain` on a tiny synthetic experiment
 //! (virtual shards, then two devices, then a resume of the finished run), and `report`.
 
-use std::path::PathBuf;
+mod common;
+
 use std::process::Command;
 
-fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("mgca-repro-{name}-{}", std::process::id()));
-    std::fs::remove_dir_all(&dir).ok();
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use common::tmp;
 
 const TINY: &str = r#"
 name = "pretrain-tiny"
@@ -32,13 +28,7 @@ fn pretrain_and_report_end_to_end() {
     let dir = tmp("cli");
     let config = dir.join("tiny.toml");
     std::fs::write(&config, TINY).unwrap();
-    let pretrain = |out: &str, extra: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_pretrain"))
-            .args(["--config", config.to_str().unwrap(), "--out", dir.join(out).to_str().unwrap(), "--no-progress"])
-            .args(extra)
-            .output()
-            .unwrap()
-    };
+    let pretrain = |out: &str, extra: &[&str]| common::pretrain(&config, &dir.join(out), extra);
     let one = pretrain("one", &[]);
     let stderr = String::from_utf8_lossy(&one.stderr);
     assert!(one.status.success(), "{stderr}");

@@ -6,7 +6,9 @@
 //! `lr(s) = η_min + (η − η_min) · ½ (1 + cos(π (s − W) / (T − W)))` for `W ≤ s < T`;
 //! with `T = ⌊n_batches / devices⌋ · epochs` and `W = ⌊0.4 T⌋`.
 //!
-//! Spec: `hyperparameters.md` §3 (with its check values).
+//! Book: "Pretraining" (the schedule and its figure). Reference:
+//! `mgca/models/mgca/mgca_module.py`, `MGCA.configure_optimizers`, at HKU-MedAI/MGCA
+//! `680fe4a6ee0c` (the `cosine_annealing_warmup` package's `CosineAnnealingWarmupRestarts`).
 //!
 //! **Deviation:** none. As in the package, a step at or past `T` starts a new cycle.
 
@@ -118,9 +120,9 @@ mod tests {
         assert_eq!(svg.matches("<polyline").count(), 1);
     }
 
-    /// `hyperparameters.md` §3's check values for T = 100, W = 40.
+    /// The schedule's values at T = 100, W = 40, as `CosineAnnealingWarmupRestarts` gives them.
     #[test]
-    fn the_specs_check_values() {
+    fn the_packages_check_values() {
         let s = CosineWarmup { max_lr: 2e-5, min_lr: 1e-8, total_steps: 100, warmup_steps: 40 };
         for (step, want) in [
             (0, 1e-8),
@@ -142,7 +144,8 @@ mod tests {
     #[test]
     fn total_steps_follow_the_reference() {
         // The released checkpoint `epoch=20-step=33137` implies 1,578 steps of 144 pairs per
-        // epoch (data.md §2.4): 227,232 pairs / 72 = 3,156 batches; 2 devices; 50 epochs.
+        // epoch (book: "Data", the pretraining pairs): 227,232 pairs / 72 = 3,156 batches;
+        // 2 devices; 50 epochs.
         let s = CosineWarmup::reference(2e-5, 1e-8, 227_232 / 72, 2, 50, 0.4);
         assert_eq!((s.total_steps, s.warmup_steps), (1578 * 50, 31_560));
         let peak = (0..s.total_steps).map(|i| s.lr(i)).fold(0.0, f64::max);

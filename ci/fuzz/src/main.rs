@@ -419,6 +419,12 @@ struct Figures {
     hangs: usize,
 }
 
+impl Figures {
+    fn execs_per_s(&self) -> f64 {
+        self.executions as f64 / self.seconds.max(1e-9)
+    }
+}
+
 fn fuzz_target(args: &Args, target: &'static Target) -> Result<Figures, String> {
     let (corpus_dir, corpus) = corpus_of(args, target)?;
     let execs: u64 = args.get("execs", 100_000)?;
@@ -504,7 +510,7 @@ fn run(args: &Args) -> Result<ExitCode, String> {
             f.name,
             f.executions,
             f.seconds,
-            f.executions as f64 / f.seconds.max(1e-9),
+            f.execs_per_s(),
             f.crashes,
             f.hangs
         );
@@ -517,7 +523,7 @@ fn run(args: &Args) -> Result<ExitCode, String> {
             f.name,
             f.executions,
             f.seconds,
-            f.executions as f64 / f.seconds.max(1e-9),
+            f.execs_per_s(),
             f.crashes,
             f.hangs
         );
