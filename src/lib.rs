@@ -30,6 +30,7 @@ pub mod loss;
 pub mod metrics;
 pub mod model;
 pub mod parity;
+pub mod pretrain;
 pub mod report;
 pub mod text;
 pub mod train;

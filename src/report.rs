@@ -13,7 +13,7 @@ use std::path::Path;
 
 use statrs::distribution::{ContinuousCDF, StudentsT};
 
-use crate::train::metrics::read_column;
+use crate::train::log::read_column;
 
 /// A one-sided t-test's result.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -19,7 +19,12 @@
 //! file's keys, whose entries are written sorted. A loaded model carries the derived ids, so
 //! the optimiser's state still finds its parameters, and the same run writes the same bytes.
 //!
-//! Spec: `hyperparameters.md` §1 (best 5 by validation loss, plus the last).
+//! Generic over the module: pretraining saves the whole MGCA model, the downstream tasks their
+//! trainable parts. Book: appendix "What happens when things go wrong" (the protocol) and
+//! "Pretraining" (what is kept). Reference: the Lightning `ModelCheckpoint` callbacks of
+//! `mgca/models/mgca/mgca_module.py`, `cli_main` (best 5 by `val_loss`, plus the last), and
+//! of `mgca/models/mgca/mgca_finetuner.py`, `cli()` (best 1 plus the last), at HKU-MedAI/MGCA
+//! `680fe4a6ee0c`.
 //!
 //! **Deviation:** none in what is kept; the format is burn's named MessagePack records at full
 //! precision, not PyTorch Lightning's `.ckpt`.
@@ -34,8 +39,6 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Bool, Int, Tensor};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-
-use crate::model::mgca::Mgca;
 
 /// The resumable checkpoint's folder name inside `checkpoints/`.
 pub const LAST: &str = "last";
@@ -391,8 +394,8 @@ fn sync_dir(dir: &Path) -> Result<(), CheckpointError> {
 }
 
 /// A `last` checkpoint's files: the model, the optimiser record, the state.
-pub fn last_files<B: AutodiffBackend, T: Record<B>>(
-    model: &Mgca<B>,
+pub fn last_files<B: AutodiffBackend, M: Module<B>, T: Record<B>>(
+    model: &M,
     optimizer: impl IntoIterator<Item = (ParamId, T)>,
     state: &TrainState,
 ) -> Result<Files, CheckpointError> {
@@ -406,7 +409,7 @@ pub fn last_files<B: AutodiffBackend, T: Record<B>>(
 }
 
 /// A best checkpoint's files: the model and the state.
-pub fn best_files<B: AutodiffBackend>(model: &Mgca<B>, state: &TrainState) -> Result<Files, CheckpointError> {
+pub fn best_files<B: AutodiffBackend, M: Module<B>>(model: &M, state: &TrainState) -> Result<Files, CheckpointError> {
     let bytes = model_bytes(model, &canonical_ids(model))
         .map_err(|e| CheckpointError(format!("cannot encode the model record: {e}")))?;
     Ok(vec![("model.mpk", bytes), ("state.json", state_bytes(state))])

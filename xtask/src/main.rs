@@ -305,7 +305,7 @@ fn golden_bless() -> Result {
     std::fs::write(&path, golden).map_err(|e| format!("{}: {e}", path.display()))?;
     eprintln!("xtask: wrote {}", path.display());
     let mut test = cargo();
-    test.args(["test", "-p", "mgca", "--lib", "train::golden"]).env("INSTA_UPDATE", "always");
+    test.args(["test", "-p", "mgca", "--lib", "pretrain::golden"]).env("INSTA_UPDATE", "always");
     run(test, "the replay snapshot (INSTA_UPDATE=always)")?;
     eprintln!("xtask: review `git diff golden/` like code before committing");
     Ok(())

@@ -41,7 +41,7 @@ mod gpu {
     use mgca::model::batchnorm::Mode;
     use mgca::model::mgca::{Mgca, MgcaBatch};
     use mgca::text::words::WordGrouping;
-    use mgca::train::metrics::Losses;
+    use mgca::pretrain::losses::Losses;
 
     /// A deterministic batch: smooth formula images and reports of 20–112 tokens with word pieces.
     fn batch<B: burn::tensor::backend::Backend>(config: &MgcaConfig, n: usize, device: &B::Device) -> MgcaBatch<B> {
@@ -76,7 +76,7 @@ mod gpu {
     ) -> (Losses, Tensor<B, 1>) {
         let inputs = model.clone().renormalize_prototypes().forward(batch, Mode::Train);
         let out = Objective::new(config.objective.clone()).with_engine(engine).forward(inputs);
-        (mgca::train::read_losses(&out), out.total)
+        (mgca::pretrain::read_losses(&out), out.total)
     }
 
     pub fn check(args: &super::Args) -> Result<bool, String> {
@@ -118,7 +118,7 @@ mod gpu {
         }
         // Throughput: full steps (forward, backward, AdamW) at the reference's learning rate.
         let mut model = gpu_model;
-        let mut optim = mgca::train::adamw(&config).init::<CudaAutodiff, Mgca<CudaAutodiff>>();
+        let mut optim = mgca::pretrain::adamw(&config).init::<CudaAutodiff, Mgca<CudaAutodiff>>();
         let mut index = 0;
         let mut step = |model: Mgca<CudaAutodiff>| {
             let model = model.renormalize_prototypes();

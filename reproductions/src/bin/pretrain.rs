@@ -12,7 +12,7 @@
 //!
 //! Spec: `hyperparameters.md` §1 (the published run).
 //!
-//! **Deviation:** none beyond the trainer's (see `mgca::train`).
+//! **Deviation:** none beyond the trainer's (see `mgca::pretrain`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -20,8 +20,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use mgca::experiment::{Experiment, Tier};
 use mgca::model::mgca::EncoderWeights;
-use mgca::train::data::{TextSource, mimic_pairs, synthetic_pairs};
-use mgca::train::{RunOptions, RunSummary, TrainError, pretrain};
+use mgca::pretrain::data::{TextSource, mimic_pairs, synthetic_pairs};
+use mgca::pretrain::{RunOptions, RunSummary, TrainError, pretrain};
 
 #[derive(Parser)]
 #[command(name = "pretrain", about = "MGCA pretraining from an experiment file")]
@@ -194,7 +194,7 @@ fn run(args: Args) -> Result<(), Failure> {
 fn run_on_gpu(
     config: &mgca::config::MgcaConfig,
     weights: &EncoderWeights,
-    data: &mgca::train::PretrainData,
+    data: &mgca::pretrain::PretrainData,
     run_dir: &Path,
     devices: &[usize],
     args: &Args,
@@ -226,7 +226,7 @@ fn options<D>(args: &Args, run_dir: &Path, devices: Vec<D>) -> RunOptions<D> {
 fn run_on_gpu(
     _: &mgca::config::MgcaConfig,
     _: &EncoderWeights,
-    _: &mgca::train::PretrainData,
+    _: &mgca::pretrain::PretrainData,
     _: &Path,
     _: &[usize],
     _: &Args,

@@ -1,70 +1,15 @@
-//! A run's outputs besides checkpoints: the per-step metrics CSV, the per-epoch validation CSV
-//! and the loss-curve plot (SVG, written by hand: three panels, no plotting dependency).
+//! A run's logs, for any training loop: append-only CSV files keyed by their first column (so
+//! that a resumed run rewrites exactly the rows after its checkpoint), reading a column back,
+//! and the curves plot (SVG written by hand: no plotting dependency).
 //!
-//! Spec: `losses.md` §5 (the logged quantities: `loss`, `loss_ita`, `loss_local`,
-//! `loss_proto`, `acc1`, `acc5`, averaged over shards).
+//! Book: "Pretraining" (the run folder and its plot). Used by pretraining and by the
+//! downstream tasks' shared loop.
 //!
-//! **Deviation:** none.
+//! **Deviation:** none; the reference logs through Lightning's loggers, whose files differ.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-
-/// The losses and accuracies of one batch (or the mean over shards or batches).
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct Losses {
-    pub loss: f64,
-    pub loss_ita: f64,
-    pub loss_local: f64,
-    pub loss_proto: f64,
-    pub acc1: f64,
-    pub acc5: f64,
-}
-
-impl Losses {
-    /// The element-wise mean.
-    pub fn mean(items: &[Losses]) -> Losses {
-        let n = items.len().max(1) as f64;
-        let sum = |f: fn(&Losses) -> f64| items.iter().map(f).sum::<f64>() / n;
-        Losses {
-            loss: sum(|l| l.loss),
-            loss_ita: sum(|l| l.loss_ita),
-            loss_local: sum(|l| l.loss_local),
-            loss_proto: sum(|l| l.loss_proto),
-            acc1: sum(|l| l.acc1),
-            acc5: sum(|l| l.acc5),
-        }
-    }
-
-    /// Whether every loss is finite.
-    pub fn is_finite(&self) -> bool {
-        [self.loss, self.loss_ita, self.loss_local, self.loss_proto].iter().all(|v| v.is_finite())
-    }
-
-    fn fields(&self) -> [f64; 6] {
-        [self.loss, self.loss_ita, self.loss_local, self.loss_proto, self.acc1, self.acc5]
-    }
-}
-
-/// `metrics.csv`'s header.
-pub const STEP_HEADER: &str = "step,epoch,lr,loss,loss_ita,loss_local,loss_proto,acc1,acc5,pairs_per_s";
-/// `valid.csv`'s header.
-pub const VALID_HEADER: &str = "epoch,step,val_loss,val_loss_ita,val_loss_local,val_loss_proto,val_acc1,val_acc5";
-
-/// One row of `metrics.csv`.
-pub fn step_row(step: usize, epoch: usize, lr: f64, l: &Losses, pairs_per_s: f64) -> String {
-    let f = l.fields();
-    format!(
-        "{step},{epoch},{lr:e},{:.7},{:.7},{:.7},{:.7},{:.4},{:.4},{pairs_per_s:.2}",
-        f[0], f[1], f[2], f[3], f[4], f[5]
-    )
-}
-
-/// One row of `valid.csv`.
-pub fn valid_row(epoch: usize, step: usize, l: &Losses) -> String {
-    let f = l.fields();
-    format!("{epoch},{step},{:.7},{:.7},{:.7},{:.7},{:.4},{:.4}", f[0], f[1], f[2], f[3], f[4], f[5])
-}
 
 /// An append-only CSV whose rows are keyed by their first column.
 pub struct CsvLog {
@@ -116,6 +61,28 @@ pub fn read_column(path: &Path, name: &str) -> Result<Vec<f64>, String> {
         .collect()
 }
 
+
+
+/// What [`plot`] draws.
+#[derive(Debug, Clone, Copy)]
+pub struct Plot<'a> {
+    /// The per-step (or per-epoch) log in the run folder, e.g. `metrics.csv`.
+    pub log: &'a str,
+    /// Its x column (`step`, `epoch`).
+    pub x: &'a str,
+    /// The x axis's label.
+    pub x_label: &'a str,
+    /// The training curves: column and colour.
+    pub series: &'a [(&'a str, &'a str)],
+    /// The learning-rate column.
+    pub lr: &'a str,
+    /// The validation curve: its file, x column and y column.
+    pub valid: Option<(&'a str, &'a str, &'a str)>,
+}
+
+/// The validation curve's colour.
+const VAL_COLOUR: &str = "#ff7f0e";
+
 fn polyline(xs: &[f64], ys: &[f64], frame: (f64, f64, f64, f64), range: (f64, f64, f64, f64), colour: &str) -> String {
     let (fx, fy, fw, fh) = frame;
     let (x0, x1, y0, y1) = range;
@@ -132,28 +99,25 @@ fn polyline(xs: &[f64], ys: &[f64], frame: (f64, f64, f64, f64), range: (f64, f6
     format!(r#"<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{}"/>"#, points.join(" "))
 }
 
-/// The training curves of the plot and their colours.
-const SERIES: [(&str, &str); 4] =
-    [("loss", "#000000"), ("loss_ita", "#1f77b4"), ("loss_local", "#2ca02c"), ("loss_proto", "#d62728")];
-/// The validation loss's colour.
-const VAL_COLOUR: &str = "#ff7f0e";
 
-/// Write `plot.svg` from `metrics.csv` and `valid.csv` in `run`: the training losses per step,
-/// the validation loss per epoch, and the learning rate.
-pub fn plot(run: &Path) -> Result<(), String> {
-    let metrics = run.join("metrics.csv");
-    let steps = read_column(&metrics, "step")?;
-    let lr = read_column(&metrics, "lr")?;
-    let series: Vec<(&str, &str, Vec<f64>)> = SERIES
+/// Write `plot.svg` in `run` as `spec` says: the training curves against the x column, the
+/// validation curve (dots at each validation), and the learning rate below.
+pub fn plot(run: &Path, spec: &Plot) -> Result<(), String> {
+    let metrics = run.join(spec.log);
+    let steps = read_column(&metrics, spec.x)?;
+    let lr = read_column(&metrics, spec.lr)?;
+    let series: Vec<(&str, &str, Vec<f64>)> = spec
+        .series
         .iter()
         .map(|&(name, colour)| read_column(&metrics, name).map(|v| (name, colour, v)))
         .collect::<Result<_, _>>()?;
-    let valid = run.join("valid.csv");
-    let (val_steps, val_loss) = if valid.exists() {
-        (read_column(&valid, "step")?, read_column(&valid, "val_loss")?)
-    } else {
-        (vec![], vec![])
+    let (val_steps, val_loss) = match spec.valid {
+        Some((file, x, y)) if run.join(file).exists() => {
+            (read_column(&run.join(file), x)?, read_column(&run.join(file), y)?)
+        }
+        _ => (vec![], vec![]),
     };
+    let val_name = spec.valid.map_or("", |v| v.2);
     let x1 = steps.last().copied().unwrap_or(1.0).max(1.0);
     let all: Vec<f64> = series.iter().flat_map(|s| s.2.iter().copied()).chain(val_loss.iter().copied()).collect();
     let (lo, hi) = all.iter().filter(|v| v.is_finite()).fold((f64::MAX, f64::MIN), |(a, b), &v| (a.min(v), b.max(v)));
@@ -194,44 +158,50 @@ pub fn plot(run: &Path) -> Result<(), String> {
         svg.push('\n');
     }
     svg.push_str(&polyline(&steps, &lr, bottom, (0.0, x1, 0.0, lr_hi), "#9467bd"));
-    for (i, (name, colour)) in SERIES.iter().chain([&("val_loss", VAL_COLOUR)]).enumerate() {
+    for (i, (name, colour)) in spec.series.iter().chain([&(val_name, VAL_COLOUR)]).enumerate() {
         let x = 70.0 + 120.0 * i as f64;
         svg.push_str(&format!(
             r#"<rect x="{x}" y="345" width="12" height="12" fill="{colour}"/><text x="{}" y="355">{name}</text>"#,
             x + 16.0
         ));
     }
-    svg.push_str(&format!(r#"<text x="330" y="505">optimiser step (0 to {x1})</text></svg>"#));
+    svg.push_str(&format!(r#"<text x="330" y="505">{} (0 to {x1})</text></svg>"#, spec.x_label));
     svg.push('\n');
     let path = run.join("plot.svg");
     std::fs::write(&path, svg).map_err(|e| format!("{}: {e}", path.display()))
 }
+
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn logs_truncate_on_resume_and_plot() {
-        let dir = std::env::temp_dir().join(format!("mgca-metrics-{}", std::process::id()));
+    fn a_resumed_log_keeps_only_the_rows_before_its_checkpoint() {
+        let dir = std::env::temp_dir().join(format!("mgca-log-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let l = Losses { loss: 3.0, loss_ita: 1.0, loss_local: 1.5, loss_proto: 0.5, acc1: 12.5, acc5: 50.0 };
-        let mut log = CsvLog::open(&dir.join("metrics.csv"), STEP_HEADER, 0).unwrap();
-        for s in 0..5 {
-            log.push(&step_row(s, 0, 1e-3, &Losses { loss: 3.0 - s as f64 * 0.1, ..l }, 10.0)).unwrap();
+        let path = dir.join("log.csv");
+        let mut log = CsvLog::open(&path, "epoch,lr,loss", 0).unwrap();
+        for e in 0..5 {
+            log.push(&format!("{e},0.1,{}", 3.0 - e as f64 * 0.5)).unwrap();
         }
         drop(log);
-        // A run resumed from step 3 keeps rows 0–2 only.
-        let mut log = CsvLog::open(&dir.join("metrics.csv"), STEP_HEADER, 3).unwrap();
-        log.push(&step_row(3, 0, 1e-3, &l, 10.0)).unwrap();
-        assert_eq!(read_column(&dir.join("metrics.csv"), "step").unwrap(), vec![0.0, 1.0, 2.0, 3.0]);
-        assert_eq!(read_column(&dir.join("metrics.csv"), "loss").unwrap()[1], 2.9);
-        let mut valid = CsvLog::open(&dir.join("valid.csv"), VALID_HEADER, 0).unwrap();
-        valid.push(&valid_row(0, 3, &l)).unwrap();
-        plot(&dir).unwrap();
+        let mut log = CsvLog::open(&path, "epoch,lr,loss", 3).unwrap();
+        log.push("3,0.1,9").unwrap();
+        assert_eq!(read_column(&path, "epoch").unwrap(), vec![0.0, 1.0, 2.0, 3.0]);
+        assert_eq!(read_column(&path, "loss").unwrap(), vec![3.0, 2.5, 2.0, 9.0]);
+        assert!(read_column(&path, "nope").unwrap_err().contains("no `nope` column"));
+        let spec = Plot {
+            log: "log.csv",
+            x: "epoch",
+            x_label: "epoch",
+            series: &[("loss", "#000000")],
+            lr: "lr",
+            valid: None,
+        };
+        plot(&dir, &spec).unwrap();
         let svg = std::fs::read_to_string(dir.join("plot.svg")).unwrap();
-        assert!(svg.starts_with("<svg") && svg.matches("<polyline").count() == 6, "{svg}");
-        assert!(read_column(&dir.join("metrics.csv"), "nope").unwrap_err().contains("no `nope` column"));
+        assert_eq!(svg.matches("<polyline").count(), 2, "{svg}");
         std::fs::remove_dir_all(dir).ok();
     }
 }

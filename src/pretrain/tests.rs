@@ -96,7 +96,7 @@ fn assert_same_files(a: &Path, b: &Path) {
 }
 
 fn losses_of(run: &Path) -> Vec<f64> {
-    metrics::read_column(&run.join("metrics.csv"), "loss").unwrap()
+    losses::read_column(&run.join("metrics.csv"), "loss").unwrap()
 }
 
 fn run_dir(name: &str) -> PathBuf {
@@ -155,8 +155,8 @@ fn determinism_and_exact_resume() {
     assert_same_files(&resumed.join("checkpoints"), &whole.join("checkpoints"));
     assert_eq!(losses_of(&resumed), losses_of(&whole));
     assert_eq!(
-        metrics::read_column(&resumed.join("valid.csv"), "val_loss").unwrap(),
-        metrics::read_column(&whole.join("valid.csv"), "val_loss").unwrap()
+        losses::read_column(&resumed.join("valid.csv"), "val_loss").unwrap(),
+        losses::read_column(&whole.join("valid.csv"), "val_loss").unwrap()
     );
 }
 
@@ -292,7 +292,7 @@ fn adamw_matches_pytorch() {
 #[test]
 fn early_stopping_and_best_checkpoints() {
     let mut state = TrainState::default();
-    let stops: Vec<bool> = [5.0, 4.0, 4.0, 4.5, 3.9, 4.0, 4.0].iter().map(|&v| early_stop(&mut state, v, 2)).collect();
+    let stops: Vec<bool> = [5.0, 4.0, 4.0, 4.5, 3.9, 4.0, 4.0].iter().map(|&v| early_stop(&mut state, Monitor::VAL_LOSS, v, 2)).collect();
     assert_eq!(stops, vec![false, false, false, true, false, false, true]);
     assert_eq!(state.best_val, Some(3.9));
 
@@ -306,7 +306,7 @@ fn early_stopping_and_best_checkpoints() {
     let mut protocol = checkpoint::Protocol::new(&dir, None);
     let mut entered = Vec::new();
     for (epoch, val) in [3.0, 2.0, 4.0, 1.0].into_iter().enumerate() {
-        let (new, superseded) = keep_best(&mut state, epoch, val, 2);
+        let (new, superseded) = keep_best(&mut state, Monitor::VAL_LOSS, epoch, val, 2);
         entered.push((new.is_some(), superseded.clone()));
         save(&mut protocol, &model, &optim, &state, new.as_deref(), &superseded).unwrap();
     }
