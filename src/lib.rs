@@ -25,6 +25,7 @@ pub mod assets;
 pub mod backend;
 pub mod config;
 pub mod data;
+pub mod downstream;
 pub mod experiment;
 pub mod loss;
 pub mod metrics;

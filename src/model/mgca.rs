@@ -90,6 +90,13 @@ pub struct Mgca<B: Backend> {
     positions: PositionIds,
 }
 
+impl<B: Backend> Mgca<B> {
+    /// The image encoder alone: what the downstream tasks keep (frozen) of a pretrained model.
+    pub fn into_image_encoder(self) -> ImageEncoder<B> {
+        self.image
+    }
+}
+
 /// One batch as the model takes it.
 #[derive(Debug, Clone)]
 pub struct MgcaBatch<B: Backend> {
