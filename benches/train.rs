@@ -33,7 +33,8 @@ fn shard(seed: u64) -> PairBatch {
     );
     <CpuAutodiff as burn::tensor::backend::Backend>::seed(&dev, seed);
     let images = Tensor::<CpuAutodiff, 4>::random([BATCH, 3, 32, 32], Distribution::Normal(0.0, 1.0), &dev);
-    let lengths: Vec<usize> = (0..BATCH).map(|b| reports.mask[b * TOKENS..(b + 1) * TOKENS].iter().filter(|&&m| m > 0.0).count()).collect();
+    let lengths: Vec<usize> =
+        (0..BATCH).map(|b| reports.mask[b * TOKENS..(b + 1) * TOKENS].iter().filter(|&&m| m > 0.0).count()).collect();
     PairBatch {
         images: images.into_data().to_vec().expect("f32 images"),
         text: TextBatch {
@@ -63,8 +64,9 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let (m, o) = state.take().unwrap();
             let dropout = |k: usize| Some((0.1, DropoutKey::new(0, 0, k)));
-            let (m, o, _) = mgca::pretrain::virtual_step(m, o, &objective, &shards, 32, 2e-3, false, dropout, false, |_| Ok(()))
-                .expect("a finite step");
+            let (m, o, _) =
+                mgca::pretrain::virtual_step(m, o, &objective, &shards, 32, 2e-3, false, dropout, false, |_| Ok(()))
+                    .expect("a finite step");
             state = Some((m, o));
         })
     });

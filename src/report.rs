@@ -7,7 +7,11 @@
 //! - **above chance**: the mean `m` of a sample (the last epochs' retrieval acc@1) against
 //!   chance `c`, `t = (m − c) / (s / √n)`; passes at `p < 0.01`.
 //!
-//! Spec: none (reporting). **Deviation:** none.
+//! - **Table 1**: for each cell, a two-sided one-sample t-test of our seeds' scores `x₁…x_n`
+//!   against the paper's value `μ₀`: `t = (x̄ − μ₀) / (s / √n)` with `n − 1` degrees of freedom.
+//!
+//! Book: "Pretraining" (the smoke report) and "Linear probing" (the Table 1 report).
+//! **Deviation:** none (reporting has no reference counterpart).
 
 use std::path::Path;
 
@@ -149,6 +153,133 @@ pub fn pretrain_section(run: &Path) -> Result<String, String> {
     );
     Ok(out)
 }
+
+/// The paper's published tables (`golden/paper/mgca_tables.csv`: one cell a row, with its
+/// provenance).
+pub const PAPER_TABLES: &str = include_str!("../golden/paper/mgca_tables.csv");
+
+/// One cell of a paper table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PaperCell {
+    pub dataset: String,
+    pub metric: String,
+    pub fraction: String,
+    pub method: String,
+    pub backbone: String,
+    pub value: f64,
+    /// `verified: …` or `UNVERIFIED: …`.
+    pub status: String,
+}
+
+/// The rows of `table` (e.g. `T1_linear_cls`) for `method`.
+pub fn paper_cells(table: &str, method: &str) -> Result<Vec<PaperCell>, String> {
+    let mut reader = csv::Reader::from_reader(PAPER_TABLES.as_bytes());
+    let mut cells = Vec::new();
+    for (i, record) in reader.records().enumerate() {
+        let r = record.map_err(|e| format!("mgca_tables.csv line {}: {e}", i + 2))?;
+        if &r[0] != table || &r[5] != method {
+            continue;
+        }
+        let value = r[7].parse().map_err(|_| format!("mgca_tables.csv line {}: value `{}`", i + 2, &r[7]))?;
+        cells.push(PaperCell {
+            dataset: r[2].into(),
+            metric: r[3].into(),
+            fraction: r[4].into(),
+            method: r[5].into(),
+            backbone: r[6].into(),
+            value,
+            status: r[8].into(),
+        });
+    }
+    Ok(cells)
+}
+
+/// A two-sided one-sample t-test of `sample` against `mu` (needs two or more values).
+pub fn one_sample_t(sample: &[f64], mu: f64) -> Option<TTest> {
+    let n = sample.len();
+    if n < 2 {
+        return None;
+    }
+    let mean = sample.iter().sum::<f64>() / n as f64;
+    let sd = (sample.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt();
+    let t = (mean - mu) / (sd / (n as f64).sqrt());
+    let p = if t.is_finite() { 2.0 * (1.0 - t_cdf(t.abs(), (n - 1) as f64)) } else { 0.0 };
+    Some(TTest { estimate: mean - mu, t, p, n })
+}
+
+/// The report's band around the paper's value: ±2.0 at 1 % of the labels, ±1.0 otherwise.
+pub fn table1_band(fraction: &str) -> f64 {
+    if fraction == "1%" { 2.0 } else { 1.0 }
+}
+
+fn backbone_key(backbone: &str) -> &'static str {
+    if backbone.starts_with("ViT") { "vit" } else { "resnet" }
+}
+
+/// The run name of a Table 1 cell (`linear-chexpert-1pct-vit`).
+pub fn table1_run_name(cell: &PaperCell) -> String {
+    format!(
+        "linear-{}-{}pct-{}",
+        cell.dataset.to_lowercase(),
+        cell.fraction.trim_end_matches('%'),
+        backbone_key(&cell.backbone)
+    )
+}
+
+// ANCHOR: table1
+/// The report's Table 1 section: for every MGCA cell of the paper's Table 1, the paper's value,
+/// ours (mean ± std over seeds, with the first seed's bootstrap 95 % interval), the difference,
+/// the band, a one-sample t-test of our seeds against the paper's value, and a verdict.
+pub fn table1_section(out: &Path) -> Result<String, String> {
+    use crate::downstream::linear::experiment::read_results;
+    let mut text = String::from(
+        "## Table 1: linear classification
+
+",
+    );
+    text.push_str(
+        "AUROC (CheXpert, RSNA) or accuracy (COVIDx) in percent, on the test split with the best-`val_loss` checkpoint. \
+         Ours: mean ± std over seeds [bootstrap 95 % CI of the first seed]. Band: ±2.0 at 1 %, ±1.0 otherwise. \
+         t-test: two-sided, one-sample, our seeds against the paper's value (two or more seeds).\n\n",
+    );
+    text.push_str("| dataset | labels | backbone | paper | ours | diff | band | t-test | encoder | verdict |\n");
+    text.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
+    for cell in paper_cells("T1_linear_cls", "MGCA")? {
+        let name = table1_run_name(&cell);
+        let results = read_results(out, &name)?;
+        let paper = if cell.status.starts_with("UNVERIFIED") {
+            format!("{:.1} (unverified)", cell.value)
+        } else {
+            format!("{:.1}", cell.value)
+        };
+        let band = table1_band(&cell.fraction);
+        let row_head = format!("| {} | {} | {} | {paper} |", cell.dataset, cell.fraction, cell.backbone);
+        let Some(first) = results.first() else {
+            text.push_str(&format!("{row_head} – | – | ±{band:.1} | – | – | not run |\n"));
+            continue;
+        };
+        let values: Vec<f64> = results.iter().map(|r| r.test).collect();
+        let n = values.len();
+        let mean = values.iter().sum::<f64>() / n as f64;
+        let std =
+            if n > 1 { (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt() } else { 0.0 };
+        let ours = format!("{mean:.1} ± {std:.1} (n={n}) [{:.1}, {:.1}]", first.ci_low, first.ci_high);
+        let smoke = results.iter().any(|r| r.tier == crate::experiment::Tier::Smoke);
+        let (diff, test, verdict) = if smoke {
+            ("–".to_string(), "–".to_string(), "smoke: no paper comparison".to_string())
+        } else {
+            let diff = mean - cell.value;
+            let test =
+                one_sample_t(&values, cell.value).map_or("n=1: none".into(), |t| format!("t={:.2}, p={:.3}", t.t, t.p));
+            let verdict = if diff.abs() <= band { "reproduced" } else { "outside band" };
+            (format!("{diff:+.1}"), test, verdict.to_string())
+        };
+        text.push_str(&format!("{row_head} {ours} | {diff} | ±{band:.1} | {test} | {} | {verdict} |\n", first.encoder));
+    }
+    text.push('\n');
+    Ok(text)
+}
+// ANCHOR_END: table1
 
 #[cfg(test)]
 mod tests {

@@ -52,7 +52,8 @@ impl EncoderSource {
             "released" => Ok(Self::Released { checkpoint: path("the checkpoint file")? }),
             "imagenet" => Ok(Self::Imagenet { weights: path("the weights file")? }),
             "random" => {
-                let seed = arg.map_or(Ok(42), |a| a.parse().map_err(|_| format!("`random:{a}`: the seed is not a number")))?;
+                let seed =
+                    arg.map_or(Ok(42), |a| a.parse().map_err(|_| format!("`random:{a}`: the seed is not a number")))?;
                 Ok(Self::Random { seed })
             }
             _ => Err(format!("`{text}`: use pretrained:RUN, released:FILE, imagenet:FILE or random[:SEED]")),
@@ -111,10 +112,11 @@ pub fn load_encoder<B: Backend>(
         EncoderSource::Pretrained { run } => {
             let path = run.join("config.toml");
             let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-            let config: MgcaConfig =
-                toml::from_str(&text).map_err(|e| format!("{}: not a pretraining configuration: {e}", path.display()))?;
+            let config: MgcaConfig = toml::from_str(&text)
+                .map_err(|e| format!("{}: not a pretraining configuration: {e}", path.display()))?;
             let best = best_pretraining_checkpoint(run)?;
-            let model = checkpoint::load_model(&best, config.init_model::<B>(device), device).map_err(|e| e.to_string())?;
+            let model =
+                checkpoint::load_model(&best, config.init_model::<B>(device), device).map_err(|e| e.to_string())?;
             LoadedEncoder { encoder: model.into_image_encoder(), config, provenance: best.display().to_string() }
         }
         EncoderSource::Released { checkpoint } => {
@@ -129,11 +131,19 @@ pub fn load_encoder<B: Backend>(
         EncoderSource::Imagenet { weights } => {
             let from = EncoderWeights { image: Some(weights.clone()), text: None };
             let model = preset.init_model::<B>(device).with_encoders(preset, &from, device)?;
-            LoadedEncoder { encoder: model.into_image_encoder(), config: preset.clone(), provenance: weights.display().to_string() }
+            LoadedEncoder {
+                encoder: model.into_image_encoder(),
+                config: preset.clone(),
+                provenance: weights.display().to_string(),
+            }
         }
         EncoderSource::Random { seed } => {
             let model = preset.init_model_seeded::<B>(*seed, device);
-            LoadedEncoder { encoder: model.into_image_encoder(), config: preset.clone(), provenance: format!("random initialisation, seed {seed}") }
+            LoadedEncoder {
+                encoder: model.into_image_encoder(),
+                config: preset.clone(),
+                provenance: format!("random initialisation, seed {seed}"),
+            }
         }
     };
     if loaded.config.image_encoder != kind {

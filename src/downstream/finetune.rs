@@ -30,9 +30,9 @@ use crate::train::TrainError;
 use crate::train::checkpoint::{self, TrainState};
 use crate::train::log::CsvLog;
 use crate::train::optim::AdamW;
+use crate::train::progress;
 use crate::train::run::{check_saved_config, io, save_config};
 use crate::train::stopping::{Monitor, early_stop, keep_best};
-use crate::train::progress;
 
 /// The loop's hyperparameters (the reference's downstream defaults in [`FinetuneConfig::reference`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -150,11 +150,7 @@ pub trait Task<B: AutodiffBackend> {
     /// The score's name in logs (`auc`, `acc`).
     fn score_name(&self) -> &'static str;
     /// The training batches of `epoch`, in the epoch's order (drawn from `seed` and `epoch`).
-    fn train_batches(
-        &self,
-        epoch: usize,
-        seed: u64,
-    ) -> Box<dyn Iterator<Item = Result<Self::Batch, TrainError>> + '_>;
+    fn train_batches(&self, epoch: usize, seed: u64) -> Box<dyn Iterator<Item = Result<Self::Batch, TrainError>> + '_>;
     /// The differentiable mean loss of a batch. `[1]`
     fn loss(&self, model: &Self::Model, batch: &Self::Batch) -> Tensor<B, 1>;
     /// Evaluate without gradients.
@@ -256,8 +252,8 @@ where
         model = checkpoint::load_model(&last_dir, model, &device)?;
         optim = optim.load_record(checkpoint::load_optimizer(&last_dir, &device)?);
     }
-    let mut log = CsvLog::open(&out.join("metrics.csv"), &header(task.score_name()), state.epoch)
-        .map_err(|e| io(out, e))?;
+    let mut log =
+        CsvLog::open(&out.join("metrics.csv"), &header(task.score_name()), state.epoch).map_err(|e| io(out, e))?;
     let bar = progress::bar(config.max_epochs, state.epoch, options.progress);
     let started = Instant::now();
     let lr = config.learning_rate;
@@ -320,7 +316,12 @@ where
         progress::epoch_line(
             &bar,
             false,
-            &format!("epoch {epoch}: train_loss {train_loss:.4} val_loss {:.4} val_{} {:.4}", valid.loss, task.score_name(), valid.score),
+            &format!(
+                "epoch {epoch}: train_loss {train_loss:.4} val_loss {:.4} val_{} {:.4}",
+                valid.loss,
+                task.score_name(),
+                valid.score
+            ),
         );
         bar.inc(1);
         let last = checkpoint::last_files(&model, optim.to_record(), &state)?;
@@ -333,9 +334,13 @@ where
     bar.finish_and_clear();
     let best = state.best.first().map(|b| (b.0, b.1));
     let test = if state.finished {
-        let name = &state.best.first().ok_or_else(|| {
-            TrainError::Io(format!("{}: the run finished without a best checkpoint", ckpt_dir.display()))
-        })?.2;
+        let name = &state
+            .best
+            .first()
+            .ok_or_else(|| {
+                TrainError::Io(format!("{}: the run finished without a best checkpoint", ckpt_dir.display()))
+            })?
+            .2;
         let best_model = checkpoint::load_model(&ckpt_dir.join(name), model.clone(), &device)?;
         Some(task.evaluate(&best_model.valid(), Stage::Test)?)
     } else {

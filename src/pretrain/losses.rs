@@ -74,7 +74,6 @@ pub fn valid_row(epoch: usize, step: usize, l: &Losses) -> String {
     format!("{epoch},{step},{:.7},{:.7},{:.7},{:.7},{:.4},{:.4}", f[0], f[1], f[2], f[3], f[4], f[5])
 }
 
-
 /// The training curves of the plot and their colours.
 const SERIES: [(&str, &str); 4] =
     [("loss", "#000000"), ("loss_ita", "#1f77b4"), ("loss_local", "#2ca02c"), ("loss_proto", "#d62728")];

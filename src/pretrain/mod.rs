@@ -48,10 +48,10 @@ use crate::text::tokenizer::ReportTokenizer;
 pub use crate::train::TrainError;
 use crate::train::checkpoint::{self, TrainState};
 use crate::train::optim::{AdamW, mean_gradients};
+use crate::train::progress;
 use crate::train::run::{check_saved_config, io, save_config};
 use crate::train::schedule::CosineWarmup;
 use crate::train::stopping::{Monitor, early_stop, keep_best};
-use crate::train::progress;
 use losses::{CsvLog, Losses};
 
 /// The pairs a run trains and validates on.

@@ -292,7 +292,8 @@ fn adamw_matches_pytorch() {
 #[test]
 fn early_stopping_and_best_checkpoints() {
     let mut state = TrainState::default();
-    let stops: Vec<bool> = [5.0, 4.0, 4.0, 4.5, 3.9, 4.0, 4.0].iter().map(|&v| early_stop(&mut state, Monitor::VAL_LOSS, v, 2)).collect();
+    let stops: Vec<bool> =
+        [5.0, 4.0, 4.0, 4.5, 3.9, 4.0, 4.0].iter().map(|&v| early_stop(&mut state, Monitor::VAL_LOSS, v, 2)).collect();
     assert_eq!(stops, vec![false, false, false, true, false, false, true]);
     assert_eq!(state.best_val, Some(3.9));
 

@@ -61,8 +61,6 @@ pub fn read_column(path: &Path, name: &str) -> Result<Vec<f64>, String> {
         .collect()
 }
 
-
-
 /// What [`plot`] draws.
 #[derive(Debug, Clone, Copy)]
 pub struct Plot<'a> {
@@ -98,7 +96,6 @@ fn polyline(xs: &[f64], ys: &[f64], frame: (f64, f64, f64, f64), range: (f64, f6
         .collect();
     format!(r#"<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{}"/>"#, points.join(" "))
 }
-
 
 /// Write `plot.svg` in `run` as `spec` says: the training curves against the x column, the
 /// validation curve (dots at each validation), and the learning rate below.
@@ -170,7 +167,6 @@ pub fn plot(run: &Path, spec: &Plot) -> Result<(), String> {
     let path = run.join("plot.svg");
     std::fs::write(&path, svg).map_err(|e| format!("{}: {e}", path.display()))
 }
-
 
 #[cfg(test)]
 mod tests {

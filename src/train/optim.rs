@@ -67,7 +67,10 @@ fn mean_one<B: Backend, const D: usize>(parts: &mut [GradientsParams], id: Param
 // ANCHOR: mean_gradients
 /// The mean of the shards' gradients, parameter by parameter (a missing gradient counts as 0,
 /// as in DDP).
-pub fn mean_gradients<B: AutodiffBackend, M: AutodiffModule<B>>(model: &M, mut parts: Vec<GradientsParams>) -> GradientsParams {
+pub fn mean_gradients<B: AutodiffBackend, M: AutodiffModule<B>>(
+    model: &M,
+    mut parts: Vec<GradientsParams>,
+) -> GradientsParams {
     let mut params = FloatParams(Vec::new());
     model.visit(&mut params);
     let mut out = GradientsParams::new();

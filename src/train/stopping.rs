@@ -119,7 +119,10 @@ mod tests {
         assert_eq!(keep_best(&mut state, m, 0, 2.0, 2).0.as_deref(), Some("epoch=000-val_loss=2.0000"));
         keep_best(&mut state, m, 1, 1.0, 2);
         let (new, out) = keep_best(&mut state, m, 2, 1.5, 2);
-        assert_eq!((new.as_deref(), out), (Some("epoch=002-val_loss=1.5000"), vec!["epoch=000-val_loss=2.0000".into()]));
+        assert_eq!(
+            (new.as_deref(), out),
+            (Some("epoch=002-val_loss=1.5000"), vec!["epoch=000-val_loss=2.0000".into()])
+        );
         assert_eq!(keep_best(&mut state, m, 3, 3.0, 2), (None, vec![]));
         let mut state = TrainState::default();
         let map = Monitor { name: "val_mAP", goal: Goal::Max };

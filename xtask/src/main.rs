@@ -40,9 +40,18 @@ enum Task {
         /// `smoke` (CPU, minutes, synthetic data) or `paper` (the published configuration).
         #[arg(long, value_enum)]
         tier: Option<Tier>,
-        /// The MIMIC-CXR-JPG 2.0.0 folder (paper tier).
+        /// The data (paper tier): for `pretrain`, the MIMIC-CXR-JPG 2.0.0 folder; for `linear`,
+        /// the folder holding `chexpert/`, `rsna/` and `covidx/`; for `all`, a folder holding
+        /// `mimic/` and those three.
         #[arg(long)]
         data: Option<PathBuf>,
+        /// Linear probing: every cell's encoder from pretrained:RUN, released:FILE,
+        /// imagenet:FILE or random[:SEED] (default: each file's; smoke: the smoke pretraining).
+        #[arg(long)]
+        encoder_from: Option<String>,
+        /// Linear probing: seeds per cell (the report gives mean ± std and a t-test).
+        #[arg(long)]
+        seeds: Option<u64>,
         /// Where run folders and the report go.
         #[arg(long, default_value = "runs")]
         out: PathBuf,
@@ -117,6 +126,7 @@ type Result<T = ()> = std::result::Result<T, String>;
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Experiment {
     Pretrain,
+    Linear,
     All,
 }
 
@@ -138,8 +148,8 @@ fn main() -> ExitCode {
         Task::Ci => ci(),
         Task::Assets => assets(),
         Task::Book { serve } => book::build(&root(), serve),
-        Task::Reproduce { which, tier, data, out, devices, resume } => {
-            reproduce(which, tier, data, out, devices, resume)
+        Task::Reproduce { which, tier, data, encoder_from, seeds, out, devices, resume } => {
+            reproduce(which, tier, data, out, devices, resume, Linear { encoder_from, seeds })
         }
         Task::Golden { action: GoldenAction::Bless } => golden_bless(),
         Task::Bench { which: BenchKind::Losses, python, threads } => bench_losses(python, threads),
@@ -216,7 +226,7 @@ fn ci() -> Result {
     // README's first command, on the CPU, into the target folder.
     let runs = target_dir()?.join("ci-runs");
     std::fs::remove_dir_all(&runs).ok();
-    reproduce(Experiment::All, Some(Tier::Smoke), None, runs, None, false)?;
+    reproduce(Experiment::All, Some(Tier::Smoke), None, runs, None, false, Linear::default())?;
 
     book::build(&root(), false)?;
     eprintln!("xtask: ci passed in {:.1} min", started.elapsed().as_secs_f64() / 60.0);
@@ -234,6 +244,25 @@ fn reproduction(name: &str, paper: bool) -> Command {
     c
 }
 
+/// The linear-probing options of `reproduce`.
+#[derive(Default)]
+struct Linear {
+    encoder_from: Option<String>,
+    seeds: Option<u64>,
+}
+
+/// The experiment files of a folder under `reproductions/configs/`, sorted.
+fn configs_in(folder: &str) -> Result<Vec<PathBuf>> {
+    let dir = root().join("reproductions/configs").join(folder);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
 fn reproduce(
     which: Experiment,
     tier: Option<Tier>,
@@ -241,35 +270,63 @@ fn reproduce(
     out: PathBuf,
     devices: Option<String>,
     resume: bool,
+    linear: Linear,
 ) -> Result {
     let tier = tier.unwrap_or(if data.is_some() { Tier::Paper } else { Tier::Smoke });
     if tier == Tier::Paper && data.is_none() {
-        return Err("the paper tier needs --data DIR (MIMIC-CXR-JPG 2.0.0); without data, run the smoke tier".into());
+        return Err("the paper tier needs --data DIR; without data, run the smoke tier".into());
     }
     if tier == Tier::Smoke {
         eprintln!("xtask: smoke tier: every experiment on generated synthetic data, on the CPU");
     }
     let out = if out.is_absolute() { out } else { root().join(out) };
-    let configs: &[&str] = match tier {
-        Tier::Smoke => &["reproductions/configs/pretrain/smoke.toml"],
-        Tier::Paper => {
-            &["reproductions/configs/pretrain/paper_vit.toml", "reproductions/configs/pretrain/paper_resnet.toml"]
+    if matches!(which, Experiment::Pretrain | Experiment::All) {
+        let configs: &[&str] = match tier {
+            Tier::Smoke => {
+                &["reproductions/configs/pretrain/smoke.toml", "reproductions/configs/pretrain/smoke_resnet.toml"]
+            }
+            Tier::Paper => {
+                &["reproductions/configs/pretrain/paper_vit.toml", "reproductions/configs/pretrain/paper_resnet.toml"]
+            }
+        };
+        let mimic = match (&data, which) {
+            (Some(d), Experiment::All) => Some(d.join("mimic")),
+            (d, _) => d.clone(),
+        };
+        for config in configs {
+            let mut cmd = reproduction("pretrain", tier == Tier::Paper);
+            cmd.arg("--config").arg(root().join(config)).arg("--out").arg(&out);
+            if let Some(d) = &mimic {
+                cmd.arg("--data").arg(d);
+            }
+            if let Some(d) = &devices {
+                cmd.arg("--devices").arg(d);
+            }
+            if resume {
+                cmd.arg("--resume");
+            }
+            run(cmd, &format!("pretrain ({config})"))?;
         }
-    };
-    let _ = which; // pretraining is every experiment that exists so far
-    for config in configs {
-        let mut cmd = reproduction("pretrain", tier == Tier::Paper);
-        cmd.arg("--config").arg(root().join(config)).arg("--out").arg(&out);
+    }
+    if matches!(which, Experiment::Linear | Experiment::All) {
+        let mut cmd = reproduction("linear", tier == Tier::Paper);
+        for config in configs_in("linear")? {
+            cmd.arg("--config").arg(config);
+        }
+        cmd.arg("--out").arg(&out).arg("--tier").arg(if tier == Tier::Paper { "paper" } else { "smoke" });
         if let Some(d) = &data {
             cmd.arg("--data").arg(d);
         }
-        if let Some(d) = &devices {
-            cmd.arg("--devices").arg(d);
+        if let Some(e) = &linear.encoder_from {
+            cmd.arg("--encoder-from").arg(e);
+        }
+        if let Some(n) = linear.seeds {
+            cmd.arg("--seeds").arg(n.to_string());
         }
         if resume {
             cmd.arg("--resume");
         }
-        run(cmd, &format!("pretrain ({config})"))?;
+        run(cmd, "linear probing (18 cells)")?;
     }
     let mut report = reproduction("report", false);
     report.arg("--out").arg(&out);

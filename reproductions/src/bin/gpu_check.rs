@@ -40,8 +40,8 @@ mod gpu {
     use mgca::loss::{CtaEngine, Objective};
     use mgca::model::batchnorm::Mode;
     use mgca::model::mgca::{Mgca, MgcaBatch};
-    use mgca::text::words::WordGrouping;
     use mgca::pretrain::losses::Losses;
+    use mgca::text::words::WordGrouping;
 
     /// A deterministic batch: smooth formula images and reports of 20–112 tokens with word pieces.
     fn batch<B: burn::tensor::backend::Backend>(config: &MgcaConfig, n: usize, device: &B::Device) -> MgcaBatch<B> {

@@ -1,7 +1,7 @@
 //! `report`: `OUT/report.md` from the run folders under `OUT` — what ran, its numbers, and
 //! the statistical checks of `mgca::report`.
 //!
-//! Spec: none (reporting). **Deviation:** none.
+//! Book: "Linear probing" (the report). **Deviation:** none (reporting only).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,9 +19,11 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     let mut runs: Vec<PathBuf> = match std::fs::read_dir(&args.out) {
-        Ok(entries) => {
-            entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.join("summary.json").exists()).collect()
-        }
+        Ok(entries) => entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.join("summary.json").exists() && p.join("metrics.csv").exists())
+            .collect(),
         Err(e) => {
             eprintln!("report: {}: {e}", args.out.display());
             return ExitCode::FAILURE;
@@ -44,9 +46,14 @@ fn main() -> ExitCode {
             }
         }
     }
-    text.push_str(
-        "Experiments not run yet: classification, detection and segmentation (they arrive with their issues).\n",
-    );
+    match mgca::report::table1_section(&args.out) {
+        Ok(section) => text.push_str(&section),
+        Err(e) => {
+            failed = true;
+            text.push_str(&format!("## Table 1: linear classification\n\nCould not read the cells: {e}\n\n"));
+        }
+    }
+    text.push_str("Experiments not run yet: detection and segmentation (they arrive with their issues).\n");
     let path = args.out.join("report.md");
     if let Err(e) = std::fs::write(&path, &text) {
         eprintln!("report: {}: {e}", path.display());

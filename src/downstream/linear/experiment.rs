@@ -227,7 +227,12 @@ fn cached(split: &Path, root: &Path, side: usize) -> Result<PathBuf, DataError> 
 }
 
 /// The three splits of `cell`, prepared under `out/data/` and cached at `side` px.
-pub fn open_splits(cell: &ResolvedCell, out: &Path, data: Option<&Path>, side: usize) -> Result<ProbeSplits, TrainError> {
+pub fn open_splits(
+    cell: &ResolvedCell,
+    out: &Path,
+    data: Option<&Path>,
+    side: usize,
+) -> Result<ProbeSplits, TrainError> {
     let folder = dataset_folder(cell.dataset);
     let root = match (cell.tier, data) {
         (Tier::Paper, Some(d)) => d.join(folder),
@@ -287,14 +292,25 @@ pub fn run_cell<B: AutodiffBackend>(
         Tier::Paper => MgcaConfig::reference_for(cell.image_encoder),
     };
     let source = cell.encoder.resolved(out);
-    let loaded = load_encoder::<B::InnerBackend>(&source, cell.image_encoder, &preset, device).map_err(TrainError::Config)?;
+    let loaded =
+        load_encoder::<B::InnerBackend>(&source, cell.image_encoder, &preset, device).map_err(TrainError::Config)?;
     let crop = loaded.config.image_size();
     let splits = open_splits(cell, out, options.data.as_deref(), loaded.config.train.cache_side)?;
-    let probe = LinearProbe::<B>::new(task, loaded.encoder, splits, crop, cell.finetune.batch_size, cell.features, device)?;
+    // The smoke tier caps the batch at the training split's size, so that a 1 % split of the
+    // synthetic data (a handful of images) still makes one step an epoch.
+    let mut cell = cell.clone();
+    let rows = splits.train.usable_rows().len();
+    if cell.tier == Tier::Smoke && rows < cell.finetune.batch_size {
+        cell.finetune.batch_size = rows.max(1);
+    }
+    let cell = &cell;
+    let probe =
+        LinearProbe::<B>::new(task, loaded.encoder, splits, crop, cell.finetune.batch_size, cell.features, device)?;
     let head = LinearHead::<B>::new(probe.feature_dim(), task.classes, cell.seed, device);
     let dir = run_folder(out, &cell.name, cell.seed);
     std::fs::create_dir_all(&dir).map_err(|e| crate::train::run::io(&dir, e))?;
-    let mut run = FinetuneOptions::new(&dir, toml::to_string_pretty(cell).map_err(|e| TrainError::Config(e.to_string()))?);
+    let mut run =
+        FinetuneOptions::new(&dir, toml::to_string_pretty(cell).map_err(|e| TrainError::Config(e.to_string()))?);
     run.resume = options.resume;
     run.force_config_change = options.force_config_change;
     run.progress = options.progress;
@@ -304,8 +320,10 @@ pub fn run_cell<B: AutodiffBackend>(
     let columns = task.target_columns();
     let n = test.targets.len() / columns;
     let score = |rows: &[usize]| {
-        let outputs: Vec<f32> = rows.iter().flat_map(|&r| test.outputs[r * task.classes..(r + 1) * task.classes].to_vec()).collect();
-        let targets: Vec<f32> = rows.iter().flat_map(|&r| test.targets[r * columns..(r + 1) * columns].to_vec()).collect();
+        let outputs: Vec<f32> =
+            rows.iter().flat_map(|&r| test.outputs[r * task.classes..(r + 1) * task.classes].to_vec()).collect();
+        let targets: Vec<f32> =
+            rows.iter().flat_map(|&r| test.targets[r * columns..(r + 1) * columns].to_vec()).collect();
         task.score(&outputs, &targets)
     };
     let interval = bootstrap(n, BootstrapConfig { seed: cell.seed as u32, ..BootstrapConfig::default() }, score)

@@ -250,7 +250,10 @@ impl<B: AutodiffBackend> LinearProbe<B> {
     /// The frozen encoder's global feature of normalised images (eval mode, no autodiff).
     /// `[N, 3, S, S]` values → `[N, D]`
     pub fn features(&self, images: Vec<f32>, n: usize) -> Tensor<B::InnerBackend, 2> {
-        let x = Tensor::<B::InnerBackend, 4>::from_data(TensorData::new(images, [n, 3, self.crop, self.crop]), &self.device);
+        let x = Tensor::<B::InnerBackend, 4>::from_data(
+            TensorData::new(images, [n, 3, self.crop, self.crop]),
+            &self.device,
+        );
         self.encoder.forward(x, Mode::Eval).global
     }
 
@@ -272,11 +275,8 @@ impl<B: AutodiffBackend> LinearProbe<B> {
             parts.push(self.features(b.images, b.rows.len()));
             targets.extend(b.targets);
         }
-        let features = if parts.is_empty() {
-            Tensor::empty([0, self.feature_dim()], &self.device)
-        } else {
-            Tensor::cat(parts, 0)
-        };
+        let features =
+            if parts.is_empty() { Tensor::empty([0, self.feature_dim()], &self.device) } else { Tensor::cat(parts, 0) };
         Ok(SplitFeatures { features, targets })
     }
 
@@ -301,7 +301,10 @@ impl<B: AutodiffBackend> LinearProbe<B> {
                 let t = self.task.target_columns();
                 for start in (0..keep).step_by(self.batch) {
                     let end = (start + self.batch).min(keep);
-                    batches.push((split.features.clone().narrow(0, start, end - start), split.targets[start * t..end * t].to_vec()));
+                    batches.push((
+                        split.features.clone().narrow(0, start, end - start),
+                        split.targets[start * t..end * t].to_vec(),
+                    ));
                 }
             }
             None => {
@@ -345,7 +348,11 @@ impl<B: AutodiffBackend> Task<B> for LinearProbe<B> {
         self.task.score
     }
 
-    fn train_batches(&self, epoch: usize, seed: u64) -> Box<dyn Iterator<Item = Result<ProbeBatch<B>, TrainError>> + '_> {
+    fn train_batches(
+        &self,
+        epoch: usize,
+        seed: u64,
+    ) -> Box<dyn Iterator<Item = Result<ProbeBatch<B>, TrainError>> + '_> {
         let data = &self.splits.train;
         match &self.cached {
             Some(cached) => {
@@ -357,7 +364,10 @@ impl<B: AutodiffBackend> Task<B> for LinearProbe<B> {
                 let chunks: Vec<Vec<usize>> = order[..full].chunks(self.batch).map(<[usize]>::to_vec).collect();
                 Box::new(chunks.into_iter().map(move |chunk| {
                     let index: Vec<i64> = chunk.iter().map(|&r| r as i64).collect();
-                    let index = Tensor::<B::InnerBackend, 1, Int>::from_data(TensorData::new(index, [chunk.len()]), &self.device);
+                    let index = Tensor::<B::InnerBackend, 1, Int>::from_data(
+                        TensorData::new(index, [chunk.len()]),
+                        &self.device,
+                    );
                     let targets = chunk.iter().flat_map(|&r| split.targets[r * t..(r + 1) * t].to_vec()).collect();
                     Ok(ProbeBatch { features: split.features.clone().select(0, index), targets })
                 }))

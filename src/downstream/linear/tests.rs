@@ -104,10 +104,18 @@ fn cells_run_deterministically_and_resume_exactly() {
     let device = cpu_device();
     for dataset in [Dataset::Rsna, Dataset::Chexpert, Dataset::Covidx] {
         let name = format!("{dataset:?}-whole");
-        let whole = run_cell::<CpuAutodiff>(&cell(dataset, FeatureMode::Faithful, &name), out(), &CellOptions::default(), &device)
-            .unwrap()
-            .expect("finished");
-        assert!((0.0..=100.0).contains(&whole.test) && whole.ci_low <= whole.test && whole.test <= whole.ci_high, "{whole:?}");
+        let whole = run_cell::<CpuAutodiff>(
+            &cell(dataset, FeatureMode::Faithful, &name),
+            out(),
+            &CellOptions::default(),
+            &device,
+        )
+        .unwrap()
+        .expect("finished");
+        assert!(
+            (0.0..=100.0).contains(&whole.test) && whole.ci_low <= whole.test && whole.test <= whole.ci_high,
+            "{whole:?}"
+        );
         assert_eq!(whole.epochs, 3);
         assert_eq!(whole.metric, if dataset == Dataset::Covidx { "acc" } else { "auc" });
         // Stopped after one epoch, then resumed.
@@ -133,14 +141,21 @@ fn cached_features_equal_faithful_ones_where_the_transform_is_fixed() {
     // The same head on both kinds of features: identical validation outputs.
     let preset = crate::config::MgcaConfig::smoke_for(c.image_encoder);
     let load = || {
-        crate::downstream::encoder::load_encoder::<Cpu>(&EncoderSource::Random { seed: 3 }, c.image_encoder, &preset, &device)
-            .unwrap()
+        crate::downstream::encoder::load_encoder::<Cpu>(
+            &EncoderSource::Random { seed: 3 },
+            c.image_encoder,
+            &preset,
+            &device,
+        )
+        .unwrap()
     };
     let task = ProbeTask::of(Dataset::Rsna).unwrap();
     let splits = || experiment::open_splits(&c, out(), None, preset.train.cache_side).unwrap();
     let crop = preset.image_size();
-    let a = LinearProbe::<CpuAutodiff>::new(task, load().encoder, splits(), crop, 8, FeatureMode::Faithful, &device).unwrap();
-    let b = LinearProbe::<CpuAutodiff>::new(task, load().encoder, splits(), crop, 8, FeatureMode::Cached, &device).unwrap();
+    let a = LinearProbe::<CpuAutodiff>::new(task, load().encoder, splits(), crop, 8, FeatureMode::Faithful, &device)
+        .unwrap();
+    let b =
+        LinearProbe::<CpuAutodiff>::new(task, load().encoder, splits(), crop, 8, FeatureMode::Cached, &device).unwrap();
     let head = LinearHead::<Cpu>::new(a.feature_dim(), 1, 5, &device);
     use crate::downstream::finetune::{Stage, Task};
     for stage in [Stage::Valid, Stage::Test] {
@@ -156,16 +171,32 @@ fn a_non_finite_loss_stops_the_run_naming_the_step() {
     let device = cpu_device();
     let c = cell(Dataset::Rsna, FeatureMode::Cached, "rsna-nan");
     let preset = crate::config::MgcaConfig::smoke_for(c.image_encoder);
-    let encoder = crate::downstream::encoder::load_encoder::<Cpu>(&c.encoder, c.image_encoder, &preset, &device).unwrap();
+    let encoder =
+        crate::downstream::encoder::load_encoder::<Cpu>(&c.encoder, c.image_encoder, &preset, &device).unwrap();
     let splits = experiment::open_splits(&c, out(), None, preset.train.cache_side).unwrap();
     let task = ProbeTask::of(Dataset::Rsna).unwrap();
-    let probe = LinearProbe::<CpuAutodiff>::new(task, encoder.encoder, splits, preset.image_size(), 8, FeatureMode::Cached, &device).unwrap();
+    let probe = LinearProbe::<CpuAutodiff>::new(
+        task,
+        encoder.encoder,
+        splits,
+        preset.image_size(),
+        8,
+        FeatureMode::Cached,
+        &device,
+    )
+    .unwrap();
     let head = LinearHead::<CpuAutodiff>::new(probe.feature_dim(), 1, 1, &device);
     let dir = out().join("nan-run");
     let mut options = crate::downstream::finetune::FinetuneOptions::new(&dir, "x = 1\n".into());
     options.inject_nan_at = Some(2);
-    let err = crate::downstream::finetune::finetune(&probe, head, &c.finetune, crate::train::stopping::Monitor::VAL_LOSS, &options)
-        .unwrap_err();
+    let err = crate::downstream::finetune::finetune(
+        &probe,
+        head,
+        &c.finetune,
+        crate::train::stopping::Monitor::VAL_LOSS,
+        &options,
+    )
+    .unwrap_err();
     assert!(matches!(err, crate::train::TrainError::NonFinite { step: 2, .. }), "{err}");
     // The split gives 2 batches an epoch: step 2 opens epoch 1, after epoch 0's checkpoint.
     assert!(err.to_string().contains("the last good checkpoint is"), "{err}");
