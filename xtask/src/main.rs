@@ -336,7 +336,9 @@ fn reproduce(
 }
 
 /// The run-level golden files: the smoke pretraining run's per-step losses
-/// (`golden/runs/smoke/pretrain.csv`) and the replay test's snapshot.
+/// (`golden/runs/smoke/pretrain.csv`), the smoke linear-probing cells' test scores with the
+/// pretrained and with random encoders (`golden/runs/smoke/linear.csv`), and the replay tests'
+/// snapshots.
 fn golden_bless() -> Result {
     let out = target_dir()?.join("golden-bless");
     std::fs::remove_dir_all(&out).ok();
@@ -361,9 +363,61 @@ fn golden_bless() -> Result {
     std::fs::create_dir_all(path.parent().expect("a folder")).map_err(|e| e.to_string())?;
     std::fs::write(&path, golden).map_err(|e| format!("{}: {e}", path.display()))?;
     eprintln!("xtask: wrote {}", path.display());
-    let mut test = cargo();
-    test.args(["test", "-p", "mgca", "--lib", "pretrain::golden"]).env("INSTA_UPDATE", "always");
-    run(test, "the replay snapshot (INSTA_UPDATE=always)")?;
+    // Linear probing: the 18 smoke cells with the smoke pretraining's encoders (the ResNet
+    // pretraining first), then with random ones.
+    let mut cmd = reproduction("pretrain", false);
+    cmd.arg("--config")
+        .arg(root().join("reproductions/configs/pretrain/smoke_resnet.toml"))
+        .arg("--out")
+        .arg(&out)
+        .arg("--no-progress");
+    run(cmd, "the smoke ResNet pretraining run")?;
+    let cells = configs_in("linear")?;
+    let random = out.join("random");
+    for (dir, encoder) in [(&out, None), (&random, Some("random"))] {
+        let mut cmd = reproduction("linear", false);
+        for config in &cells {
+            cmd.arg("--config").arg(config);
+        }
+        cmd.arg("--out").arg(dir).arg("--no-progress");
+        if let Some(e) = encoder {
+            cmd.arg("--encoder-from").arg(e);
+        }
+        run(cmd, &format!("the smoke linear cells ({})", encoder.unwrap_or("pretrained")))?;
+    }
+    let mut csv = String::from("name,encoder,metric,test,ci_low,ci_high,best_epoch,epochs\n");
+    for dir in [&out, &random] {
+        let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| format!("{}: {e}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path().join("seed-42/test.json")))
+            .filter(|p| p.exists())
+            .collect();
+        names.sort();
+        for path in names {
+            let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let r: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+            let num = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+            csv.push_str(&format!(
+                "{},{},{},{:.4},{:.4},{:.4},{},{}\n",
+                r["name"].as_str().unwrap_or("?"),
+                r["encoder"].as_str().unwrap_or("?"),
+                r["metric"].as_str().unwrap_or("?"),
+                num("test"),
+                num("ci_low"),
+                num("ci_high"),
+                r["best_epoch"],
+                r["epochs"]
+            ));
+        }
+    }
+    let path = root().join("golden/runs/smoke/linear.csv");
+    std::fs::write(&path, csv).map_err(|e| format!("{}: {e}", path.display()))?;
+    eprintln!("xtask: wrote {}", path.display());
+    for module in ["pretrain::golden", "downstream::linear::golden"] {
+        let mut test = cargo();
+        test.args(["test", "-p", "mgca", "--lib", module]).env("INSTA_UPDATE", "always");
+        run(test, &format!("the replay snapshot of {module} (INSTA_UPDATE=always)"))?;
+    }
     eprintln!("xtask: review `git diff golden/` like code before committing");
     Ok(())
 }

@@ -403,3 +403,6 @@ impl<B: AutodiffBackend> Task<B> for LinearProbe<B> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod golden;

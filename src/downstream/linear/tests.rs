@@ -65,6 +65,14 @@ fn the_head_starts_as_pytorch_initialises_and_is_seeded() {
     assert!(w.iter().all(|v| v.abs() <= 1.0 / 8.0) && w.iter().any(|v| v.abs() > 0.1), "U(-1/8, 1/8)");
 }
 
+/// The tests that prepare and cache the shared synthetic data hold this lock (two builds of
+/// the same cache at once would read each other's half-written files).
+static DATA: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn data_lock() -> std::sync::MutexGuard<'static, ()> {
+    DATA.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Synthetic data shared by the tests of this module (prepared once per process).
 fn out() -> &'static PathBuf {
     static OUT: OnceLock<PathBuf> = OnceLock::new();
@@ -101,6 +109,7 @@ fn head_bytes(name: &str, seed: u64) -> Vec<u8> {
 /// the uninterrupted one does.
 #[test]
 fn cells_run_deterministically_and_resume_exactly() {
+    let _data = data_lock();
     let device = cpu_device();
     for dataset in [Dataset::Rsna, Dataset::Chexpert, Dataset::Covidx] {
         let name = format!("{dataset:?}-whole");
@@ -134,6 +143,7 @@ fn cells_run_deterministically_and_resume_exactly() {
 /// ways), so an untrained head scores the same; training differs (one fixed view per image).
 #[test]
 fn cached_features_equal_faithful_ones_where_the_transform_is_fixed() {
+    let _data = data_lock();
     let device = cpu_device();
     let c = cell(Dataset::Rsna, FeatureMode::Cached, "rsna-cached");
     let faithful = run_cell::<CpuAutodiff>(&c, out(), &CellOptions::default(), &device).unwrap().unwrap();
@@ -168,6 +178,7 @@ fn cached_features_equal_faithful_ones_where_the_transform_is_fixed() {
 
 #[test]
 fn a_non_finite_loss_stops_the_run_naming_the_step() {
+    let _data = data_lock();
     let device = cpu_device();
     let c = cell(Dataset::Rsna, FeatureMode::Cached, "rsna-nan");
     let preset = crate::config::MgcaConfig::smoke_for(c.image_encoder);
@@ -202,4 +213,26 @@ fn a_non_finite_loss_stops_the_run_naming_the_step() {
     assert!(err.to_string().contains("the last good checkpoint is"), "{err}");
     let last = crate::train::checkpoint::load_state(&dir.join("checkpoints/last")).unwrap();
     assert_eq!((last.step, last.epoch), (2, 1), "the last checkpoint is epoch 0's, intact");
+}
+
+/// The released-checkpoint path: a small checkpoint in the released Lightning key layout
+/// (`golden/pytorch/checkpoints/`, written by `make_checkpoints.py`) becomes the frozen encoder
+/// of a cell; a checkpoint of the other backbone is refused, naming the file.
+#[test]
+fn a_released_lightning_checkpoint_is_a_cells_encoder() {
+    let _data = data_lock();
+    let device = cpu_device();
+    let ckpt = |name: &str| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("golden/pytorch/checkpoints").join(name);
+    let mut c = cell(Dataset::Rsna, FeatureMode::Cached, "rsna-released");
+    c.encoder = EncoderSource::Released { checkpoint: ckpt("mgca_vit_style.ckpt") };
+    let result = run_cell::<CpuAutodiff>(&c, out(), &CellOptions::default(), &device).unwrap().unwrap();
+    assert_eq!(result.encoder, "released");
+    assert!(result.encoder_provenance.ends_with("mgca_vit_style.ckpt"), "{}", result.encoder_provenance);
+    assert!((0.0..=100.0).contains(&result.test));
+    c.encoder = EncoderSource::Released { checkpoint: ckpt("mgca_resnet_style.ckpt") };
+    let err = match run_cell::<CpuAutodiff>(&c, out(), &CellOptions::default(), &device) {
+        Err(e) => e,
+        Ok(_) => panic!("a ResNet checkpoint accepted as a ViT encoder"),
+    };
+    assert!(err.is_bad_input() && err.to_string().contains("mgca_resnet_style.ckpt"), "{err}");
 }
