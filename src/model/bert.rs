@@ -4,7 +4,7 @@
 //! `x ← LN₁(x + Dense(Attn(x)))`, `x ← LN₂(x + Out(GELU(Inter(x))))` (post-norm), with
 //! `Attn = softmax(q kᵀ/√d_h − 10000·(1 − mask)) v` over the heads. Returns the last hidden
 //! states and the last layer's attention probabilities (MGCA's word weights come from its
-//! [CLS] row).
+//! `[CLS]` row).
 //!
 //! Book: "Text encoder: BERT and the tokenizer". Reference: `mgca/models/backbones/encoder.py`,
 //! `BertEncoder.__init__` and `BertEncoder.forward` (with `med.py`, `BertModel`), at
@@ -126,7 +126,7 @@ impl<B: Backend> Bert<B> {
 }
 
 impl<B: Backend> BertOutput<B> {
-    /// The head-averaged [CLS] row of the last layer's attention, over all keys. `[N, L]`
+    /// The head-averaged `[CLS]` row of the last layer's attention, over all keys. `[N, L]`
     pub fn cls_attention_mean_heads(&self) -> Tensor<B, 2> {
         super::cls_row_mean_heads(&self.last_attention)
     }
@@ -287,7 +287,7 @@ mod tests {
     }
 
     /// The real all-MiniLM-L6-v2 (6 layers, width 384) on three reports, padded in a batch,
-    /// with standard positions: last hidden states within [`HIDDEN_STATES`] and the [CLS]
+    /// with standard positions: last hidden states within [`HIDDEN_STATES`] and the `[CLS]`
     /// attention within [`ATTENTION`] of transformers' `BertModel`.
     #[test]
     fn minilm_matches_transformers() {

@@ -2,7 +2,7 @@
 //! producing exactly what the objective consumes.
 //!
 //! `v = g_img(Z[:, 0])`, `P = h_img(Z[:, 1:])`, `t = g_txt(W[:, 0])`, `Wd = h_txt(W[:, 1:])` with
-//! `Z` the ViT tokens and `W` the merged words of the BERT output; the ViT's last [CLS]
+//! `Z` the ViT tokens and `W` the merged words of the BERT output; the ViT's last `[CLS]`
 //! attention and the shifted word attention are the CTA weights; `C` the prototypes. With
 //! ResNet-50, `v` comes from the pooled layer-4 feature and `P` from the 361 layer-3 tokens,
 //! and the patch weights are uniform (no attention map).
@@ -33,7 +33,7 @@ use crate::weights::{WeightError, WeightReader};
 /// The image encoder: ViT-B/16 or ResNet-50.
 #[derive(Module, Debug)]
 pub enum ImageEncoder<B: Backend> {
-    /// ViT: [CLS] token global, patch tokens local, last-block attention for CTA.
+    /// ViT: `[CLS]` token global, patch tokens local, last-block attention for CTA.
     Vit(Vit<B>),
     /// ResNet: pooled layer 4 global, layer-3 tokens local, uniform CTA weights.
     ResNet(ResNet<B>),
@@ -46,7 +46,7 @@ pub struct ImageFeatures<B: Backend> {
     pub global: Tensor<B, 2>,
     /// The local tokens. `[N, M, Dl]`
     pub local: Tensor<B, 3>,
-    /// The [CLS]→patch attention per head (ViT only). `[N, H, M]`
+    /// The `[CLS]`→patch attention per head (ViT only). `[N, H, M]`
     pub patch_attention: Option<Tensor<B, 3>>,
 }
 

@@ -3,7 +3,7 @@
 //! `x₀ = [CLS; Conv16×16(img)ᵀ] + pos`; for each block `x ← x + Proj(Attn(LN₁(x)))`,
 //! `x ← x + FC₂(GELU(FC₁(LN₂(x))))` with `Attn = softmax(q kᵀ / √d_h) v` over 12 heads; `Z = LN(x)`.
 //! Returns `Z` (all 197 tokens: `Z[:, 0]` is the global feature, `Z[:, 1:]` the 196 patches) and
-//! the last block's attention probabilities, from which CTA takes the [CLS] row.
+//! the last block's attention probabilities, from which CTA takes the `[CLS]` row.
 //!
 //! Book: "Image encoder: ViT-B/16". Reference: `mgca/models/backbones/vits.py`,
 //! `VisionTransformer` and `create_vit` (architecture, initialisation, attention capture), and
@@ -100,7 +100,7 @@ pub struct Vit<B: Backend> {
 /// What the ViT hands to MGCA.
 #[derive(Debug, Clone)]
 pub struct VitOutput<B: Backend> {
-    /// The final-LayerNorm tokens, [CLS] first. `[N, 1 + M, D]`
+    /// The final-LayerNorm tokens, `[CLS]` first. `[N, 1 + M, D]`
     pub tokens: Tensor<B, 3>,
     /// The last block's attention probabilities `[batch, head, query, key]`. `[N, H, 1 + M, 1 + M]`
     pub last_attention: Tensor<B, 4>,
@@ -114,13 +114,13 @@ impl<B: Backend> Vit<B> {
 }
 
 impl<B: Backend> VitOutput<B> {
-    /// The head-averaged [CLS] row of the last block's attention, over all keys ([CLS] first).
+    /// The head-averaged `[CLS]` row of the last block's attention, over all keys (`[CLS]` first).
     /// `[N, 1 + M]`
     pub fn cls_attention_mean_heads(&self) -> Tensor<B, 2> {
         super::cls_row_mean_heads(&self.last_attention)
     }
 
-    /// The last block's [CLS]→patch attention per head, as CTA consumes it. `[N, H, M]`
+    /// The last block's `[CLS]`→patch attention per head, as CTA consumes it. `[N, H, M]`
     pub fn cls_patch_attention(&self) -> Tensor<B, 3> {
         let [n, h, t, _] = self.last_attention.dims();
         self.last_attention.clone().narrow(2, 0, 1).narrow(3, 1, t - 1).reshape([n, h, t - 1])

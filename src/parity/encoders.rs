@@ -2,10 +2,10 @@
 //! libraries publish (timm/DeiT, torchvision, Hugging Face names), run forward on a case's
 //! input, and their outputs written under the names the reference fixtures use.
 //!
-//! - [`vit`]: `input` `[N, 3, S, S]` → `final_norm_output`, `last_block_attention_cls_mean_heads`;
-//! - [`resnet`]: `input` `[N, 3, 224, 224]` (up-sampled to 299 px as MGCA does, unless told
+//! - [`vit()`]: `input` `[N, 3, S, S]` → `final_norm_output`, `last_block_attention_cls_mean_heads`;
+//! - [`resnet()`]: `input` `[N, 3, 224, 224]` (up-sampled to 299 px as MGCA does, unless told
 //!   not to) → `global` `[N, 2048]` and `local` `[N, 361, 1024]`;
-//! - [`bert`]: one sentence per line, tokenised → `input_ids`, `last_hidden_state`,
+//! - [`bert()`]: one sentence per line, tokenised → `input_ids`, `last_hidden_state`,
 //!   `last_layer_attention_cls_mean_heads`.
 //!
 //! Every input is checked before it runs (head counts, ranks, lengths, token ids against the
@@ -31,7 +31,7 @@ use crate::tensor_file::{HostTensor, TensorFile};
 use crate::text::tokenizer::ReportTokenizer;
 use crate::weights::{WeightError, WeightReader, read_tensors};
 
-/// Tokens per sentence below which not even [CLS] and [SEP] fit.
+/// Tokens per sentence below which not even `[CLS]` and `[SEP]` fit.
 pub const MIN_BERT_LENGTH: usize = 2;
 
 /// The side ResNet inputs have before MGCA's up-sampling.
@@ -67,7 +67,7 @@ pub fn read_images(path: &Path, side: usize) -> Result<HostTensor, String> {
 }
 
 /// Run a timm/DeiT-named ViT with `heads` attention heads (the weights do not record them) on
-/// `input` and write its final-norm tokens and last-block [CLS] attention to `output`.
+/// `input` and write its final-norm tokens and last-block `[CLS]` attention to `output`.
 pub fn vit(weights: &Path, heads: usize, input: &Path, output: &Path) -> Result<EncoderRun, String> {
     let mut reader = WeightReader::new(read_tensors(weights).map_err(|e| e.to_string())?);
     let in_weights = |e: WeightError| format!("{}: {e}", weights.display());
@@ -127,7 +127,7 @@ pub fn resnet(weights: &Path, input: &Path, output: &Path, mode: Mode, upsample:
 
 /// Tokenise each line of `text_file` to `max_length` tokens and run the BERT in `model`
 /// (`config.json`, `model.safetensors`, `tokenizer.json` or `vocab.txt`) with `positions`;
-/// write the ids, the last hidden state and the last layer's [CLS] attention to `output`.
+/// write the ids, the last hidden state and the last layer's `[CLS]` attention to `output`.
 pub fn bert(
     model: &Path,
     text_file: &Path,
