@@ -6,20 +6,35 @@
 //! reference-checked reproduction: every module with a counterpart in the reference
 //! implementation has a parity test against tensors that the reference produced.
 //!
-//! Spec: `shared/spec/README.md` (the behaviour of the reference, quirks included).
+//! Book: the book in `book/` (`cargo xtask book`), starting at "Introduction". Reference:
+//! `mgca/models/mgca/mgca_module.py`, `MGCA`, and the modules it builds on, at HKU-MedAI/MGCA
+//! `680fe4a6ee0c`.
+//!
 //! **Deviation:** none at this level; each module states its own.
 //!
-//! Modules:
+//! Modules, from the ground floor up:
+//! - [`tensor_file`] — safetensors files of float32 host tensors, and the FNV-1a hash of the
+//!   golden files;
+//! - [`backend`] — the backends this crate is built and tested on;
+//! - [`assets`] — real files from registry packages, cached outside the repository;
+//! - [`text`] — the report tokenizer and the merging of word pieces into words;
+//! - [`data`] — the datasets: splits, images, masks, augmentation, caches and batches;
+//! - [`weights`] — reading checkpoints (torch.save, safetensors), key tables, a checked reader;
 //! - [`loss`] — the MGCA objective: [`loss::ita`], [`loss::cta`], [`loss::cpa`],
 //!   [`loss::sinkhorn`] and the combined [`loss::Objective`];
 //! - [`config`] — one typed configuration for every hyperparameter, with named presets;
-//! - [`model`] — the encoders ([`model::vit`], [`model::bert`]) and [`model::heads`];
+//! - [`model`] — the encoders ([`model::vit`], [`model::resnet`], [`model::bert`]), the
+//!   [`model::heads`], the whole [`model::mgca`] model, and [`model::import`], the importer of
+//!   published checkpoints;
 //! - [`metrics`] — AUROC, accuracy, bootstrap intervals and DeLong's test;
-//! - [`text`] — the report tokenizer;
-//! - [`weights`] — loading checkpoints into modules, with key and shape checks;
-//! - [`assets`] — real files from registry packages, cached outside the repository;
-//! - [`parity`] — reading and writing the reference's safetensors cases;
-//! - [`backend`] — the backends this crate is built and tested on.
+//! - [`parity`] — running our components on the reference's cases and measuring the agreement
+//!   (losses, encoders, metrics), with the named tolerances;
+//! - [`train`] — the generic training loop: steps, schedule, checkpoints, logged metrics;
+//! - `pretrain` — the MGCA pretraining loop;
+//! - `downstream` — fine-tuning on labelled data: linear probing;
+//! - [`experiment`] — experiment files: what a run is, read and checked;
+//! - [`report`] — the statistics a run is judged by and the Markdown report written from the
+//!   run folders.
 
 pub mod assets;
 pub mod backend;
@@ -33,6 +48,9 @@ pub mod model;
 pub mod parity;
 pub mod pretrain;
 pub mod report;
+pub mod tensor_file;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod text;
 pub mod train;
 pub mod weights;

@@ -6,14 +6,14 @@
 #[path = "bad_inputs/runner.rs"]
 mod runner;
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use mgca::parity::{HostTensor, TensorFile, formula_images};
-
-fn golden(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("golden").join(path)
-}
+use common::golden;
+use mgca::parity::formula_images;
+use mgca::tensor_file::{HostTensor, TensorFile};
 
 /// The first reference loss case, edited.
 fn loss_case(tmp: &Path, edit: impl FnOnce(&mut TensorFile)) -> Result<(), String> {

@@ -2,23 +2,24 @@
 //! `cargo xtask assets`) against transformers' outputs, reports it was not written for
 //! (checked against the library), and bad input.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-use mgca::parity::{Agreement, HostTensor, TensorFile, Tolerance};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use mgca::parity::{ATTENTION, Agreement, HIDDEN_STATES, SAME_COMPUTATION};
+use mgca::tensor_file::{HostTensor, TensorFile};
 
 fn minilm() -> PathBuf {
     mgca::assets::minilm_dir().unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("mgca-cli-bert-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::scratch("cli-bert", name)
 }
 
 fn mgca_bert(model: &Path, text: &Path, max_length: &str, positions: &str, output: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mgca"))
+    common::mgca()
         .args(["parity", "bert", "--max-length", max_length, "--positions", positions, "--model"])
         .arg(model)
         .arg("--text-file")
@@ -39,7 +40,7 @@ fn real_rows(t: &HostTensor, mask: &[f32], inner: usize) -> HostTensor {
 #[test]
 fn reproduces_transformers_on_minilm() {
     let dir = scratch("minilm");
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("golden/reference/encoders");
+    let fixture = common::golden("reference/encoders");
     let meta: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(fixture.join("minilm_reference.json")).unwrap()).unwrap();
     let text: Vec<&str> = meta["sentences"].as_array().unwrap().iter().map(|s| s["text"].as_str().unwrap()).collect();
@@ -56,11 +57,11 @@ fn reproduces_transformers_on_minilm() {
         "last_hidden_state",
         &real_rows(&ours.tensors["last_hidden_state"], mask, 384),
         &real_rows(&want.tensors["last_hidden_state"], mask, 384),
-        Tolerance { abs: 1e-4, rel: 0.0 },
+        HIDDEN_STATES,
     );
     assert!(a.ok, "{a}");
     let name = "last_layer_attention_cls_mean_heads";
-    let a = Agreement::measure(name, &ours.tensors[name], &want.tensors[name], Tolerance { abs: 1e-5, rel: 0.0 });
+    let a = Agreement::measure(name, &ours.tensors[name], &want.tensors[name], ATTENTION);
     assert!(a.ok, "{a}");
     std::fs::remove_dir_all(dir).ok();
 }
@@ -80,12 +81,7 @@ fn sentences_are_independent_at_112_tokens() {
     assert_eq!(two.tensors["input_ids"].shape, vec![2, 112]);
     let second =
         HostTensor { shape: vec![1, 112, 384], values: two.tensors["last_hidden_state"].values[112 * 384..].to_vec() };
-    let a = Agreement::measure(
-        "second sentence",
-        &second,
-        &one.tensors["last_hidden_state"],
-        Tolerance { abs: 1e-5, rel: 0.0 },
-    );
+    let a = Agreement::measure("second sentence", &second, &one.tensors["last_hidden_state"], SAME_COMPUTATION);
     assert!(a.ok, "{a}");
     std::fs::remove_dir_all(dir).ok();
 }

@@ -1,36 +1,21 @@
 //! `mgca parity losses` as a user runs it: on the reference's cases, on cases it was not
 //! written for, and on bad input.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-use mgca::parity::{Agreement, GRADIENTS, HostTensor, SCALARS, TensorFile, Tolerance};
-
-fn golden(dir: &str) -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("golden").join(dir);
-    let mut cases: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
-        .collect();
-    cases.sort();
-    cases
-}
+use common::golden_cases as golden;
+use mgca::parity::{Agreement, GRADIENTS, LOSS_GRADIENTS, LOSS_SCALARS, SCALARS};
+use mgca::tensor_file::{HostTensor, TensorFile};
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("mgca-cli-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::scratch("cli-losses", name)
 }
 
 fn mgca(input: &Path, output: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mgca"))
-        .args(["parity", "losses", "--input"])
-        .arg(input)
-        .arg("--output")
-        .arg(output)
-        .output()
-        .unwrap()
+    common::mgca().args(["parity", "losses", "--input"]).arg(input).arg("--output").arg(output).output().unwrap()
 }
 
 /// Run the command on `case` and check its output file against the case's own reference
@@ -47,12 +32,12 @@ fn check_case(case: &Path) {
     let ours = TensorFile::read(&output).unwrap();
     for name in SCALARS {
         assert_eq!(ours.tensors[name].shape, vec![1], "{name}");
-        let a = Agreement::measure(name, &ours.tensors[name], &reference.tensors[name], Tolerance::SCALAR);
+        let a = Agreement::measure(name, &ours.tensors[name], &reference.tensors[name], LOSS_SCALARS);
         assert!(a.ok, "{}: {a}", case.display());
     }
     for (grad, input) in GRADIENTS {
         assert_eq!(ours.tensors[grad].shape, reference.tensors[input].shape, "{grad}");
-        let a = Agreement::measure(grad, &ours.tensors[grad], &reference.tensors[grad], Tolerance::GRADIENT);
+        let a = Agreement::measure(grad, &ours.tensors[grad], &reference.tensors[grad], LOSS_GRADIENTS);
         assert!(a.ok, "{}: {a}", case.display());
     }
     assert!(ours.metadata["fixture"] == reference.metadata["fixture"]);

@@ -1,19 +1,20 @@
 //! `mgca parity resnet` as a user runs it: the torchvision case in both BatchNorm modes, the
 //! 224 px variant without up-sampling, and bad input.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-use mgca::parity::{Agreement, TensorFile, Tolerance, formula_images};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use mgca::parity::{Agreement, RESNET_FEATURES, formula_images};
+use mgca::tensor_file::TensorFile;
 
 fn golden(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("golden/pytorch/resnet").join(name)
+    common::golden(&format!("pytorch/resnet/{name}"))
 }
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("mgca-cli-resnet-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::scratch("cli-resnet", name)
 }
 
 /// The two formula images of `make_resnet.py`, as a user's `input` file.
@@ -26,7 +27,7 @@ fn input(dir: &Path) -> PathBuf {
 }
 
 fn mgca_resnet(weights: &Path, input: &Path, output: &Path, extra: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mgca"))
+    common::mgca()
         .args(["parity", "resnet", "--weights"])
         .arg(weights)
         .arg("--input")
@@ -52,8 +53,7 @@ fn reproduces_torchvision_in_both_batchnorm_modes() {
         let ours = TensorFile::read(&out).unwrap();
         for part in ["global", "local"] {
             let name = format!("{mode}.{part}");
-            let tol = Tolerance { abs: 1e-4, rel: 1e-4 };
-            let a = Agreement::measure(&name, &ours.tensors[part], &want.tensors[&name], tol);
+            let a = Agreement::measure(&name, &ours.tensors[part], &want.tensors[&name], RESNET_FEATURES);
             assert!(a.ok, "{a}");
         }
     }

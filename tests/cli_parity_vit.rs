@@ -1,23 +1,24 @@
 //! `mgca parity vit` as a user runs it: timm's tiny ViT fixture, a deeper batch it was not
 //! written for (checked against the library), and bad input.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-use mgca::parity::{Agreement, HostTensor, TensorFile, Tolerance};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use mgca::parity::{ATTENTION, Agreement, HIDDEN_STATES, SAME_COMPUTATION};
+use mgca::tensor_file::{HostTensor, TensorFile};
 
 fn golden(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("golden/reference/encoders").join(name)
+    common::golden(&format!("reference/encoders/{name}"))
 }
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("mgca-cli-vit-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::scratch("cli-vit", name)
 }
 
 fn mgca_vit(weights: &Path, heads: &str, input: &Path, output: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mgca"))
+    common::mgca()
         .args(["parity", "vit", "--heads", heads, "--weights"])
         .arg(weights)
         .arg("--input")
@@ -36,8 +37,8 @@ fn reproduces_timm_on_the_tiny_fixture() {
     assert_eq!(run.status.code(), Some(0), "{}", String::from_utf8_lossy(&run.stderr));
     let ours = TensorFile::read(&out).unwrap();
     let want = TensorFile::read(&golden("vit_tiny_d2_outputs.safetensors")).unwrap();
-    for (name, abs) in [("final_norm_output", 1e-4), ("last_block_attention_cls_mean_heads", 1e-5)] {
-        let a = Agreement::measure(name, &ours.tensors[name], &want.tensors[name], Tolerance { abs, rel: 0.0 });
+    for (name, tol) in [("final_norm_output", HIDDEN_STATES), ("last_block_attention_cls_mean_heads", ATTENTION)] {
+        let a = Agreement::measure(name, &ours.tensors[name], &want.tensors[name], tol);
         assert!(a.ok, "{a}");
     }
     std::fs::remove_dir_all(dir).ok();
@@ -67,8 +68,7 @@ fn batches_are_independent() {
     assert_eq!(first.shape, vec![2, 197, 192]);
     let half = first.values.len() / 2;
     let head = HostTensor { shape: vec![1, 197, 192], values: first.values[..half].to_vec() };
-    let a =
-        Agreement::measure("first image", &head, &one.tensors["final_norm_output"], Tolerance { abs: 1e-5, rel: 0.0 });
+    let a = Agreement::measure("first image", &head, &one.tensors["final_norm_output"], SAME_COMPUTATION);
     assert!(a.ok, "{a}");
     assert!(first.values[..half] != first.values[half..], "the two images differ");
     std::fs::remove_dir_all(dir).ok();

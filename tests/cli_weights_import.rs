@@ -1,23 +1,23 @@
 //! `mgca weights import` as a user runs it on published-style checkpoints, and the parity
 //! commands reading `torch.save` files directly.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-use mgca::parity::TensorFile;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use mgca::tensor_file::TensorFile;
 
 fn golden(dir: &str, name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("golden").join(dir).join(name)
+    common::golden(&format!("{dir}/{name}"))
 }
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("mgca-cli-weights-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::scratch("cli-weights", name)
 }
 
 fn mgca(args: &[&str], paths: &[&Path]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mgca"));
+    let mut cmd = common::mgca();
     cmd.args(args);
     for p in paths {
         cmd.arg(p);

@@ -1,29 +1,39 @@
-//! The `mgca` command line.
+//! The `mgca` command line: argument parsing, calls into the library, and exit codes. Every
+//! computation lives in the library ([`mgca::parity`], [`mgca::model::import`],
+//! [`mgca::data`]); this file only maps its results and errors to output and exit status.
 //!
 //! `mgca parity losses --input IN.safetensors --output OUT.safetensors` runs the MGCA objective
 //! (forward and backward, CPU) on a case laid out like the reference fixtures and writes our
 //! outputs and gradients in the same layout; if the input carries the reference's outputs, it
-//! also prints how closely they agree. Spec: `losses.md`; the fixtures' README.
+//! also prints how closely they agree (book: "Parity with the reference").
 //!
 //! `mgca parity vit --weights W --heads H --input X --output O` runs a timm/DeiT-named ViT on
 //! `X:input` `[N, 3, S, S]` and writes `final_norm_output` and
-//! `last_block_attention_cls_mean_heads` (`architecture.md` §2).
+//! `last_block_attention_cls_mean_heads` (book: "Image encoder: ViT-B/16").
 //!
 //! `mgca parity resnet --weights W --input X --output O [--mode eval|train] [--no-upsample]` runs
 //! a torchvision-named ResNet on `X:input` `[N, 3, 224, 224]` (up-sampled to 299 px as MGCA does,
 //! unless `--no-upsample`) and writes `global` `[N, 2048]` and `local` `[N, 361, 1024]`
-//! (`architecture.md` §3).
+//! (book: "Image encoder: ResNet-50").
 //!
 //! `mgca parity bert --model DIR --text-file T --max-length L --positions standard|reference
 //! --output O` tokenises each line of `T` and runs the BERT in `DIR` (`config.json`,
 //! `model.safetensors`, `tokenizer.json` or `vocab.txt`), writing `input_ids`,
-//! `last_hidden_state` and `last_layer_attention_cls_mean_heads` (`architecture.md` §4).
+//! `last_hidden_state` and `last_layer_attention_cls_mean_heads` (book: "Text encoder: BERT and
+//! the tokenizer").
+//!
+//! `mgca parity metrics --input X.safetensors --output Y.safetensors` computes AUROC (per class
+//! and macro) and accuracy from the scores and labels the input holds; if it also carries
+//! scikit-learn's outputs, it prints the agreement (book: "Parity with the reference").
 //!
 //! `mgca weights import CKPT --layout deit|torchvision-resnet|bio-clinicalbert|mgca-lightning
 //! [--keymap FILE] [--preset reference|smoke] [--output OUT.safetensors]` reads a published
 //! checkpoint (`.pth`, `.bin`, `.ckpt`, `.safetensors`), maps its keys through the layout's
 //! table, loads it into the module it initialises, reports what happened to every key, and
-//! optionally writes the tensors under mgca-rs names.
+//! optionally writes the tensors under mgca-rs names (book: "Checkpoints and weight loading").
+//!
+//! Reference: the commands check components of `mgca/models/mgca/mgca_module.py`, `MGCA`, and
+//! `mgca/models/backbones/encoder.py`, at HKU-MedAI/MGCA `680fe4a6ee0c`.
 //!
 //! **Deviation:** none. Exit status: 0 agreement (or nothing to compare), 1 disagreement,
 //! 2 bad input (the message names the file, tensor or checkpoint key). No input panics the
@@ -33,20 +43,18 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use burn::tensor::{Int, Tensor, TensorData};
 use clap::{Parser, Subcommand};
 use mgca::backend::{Cpu, cpu_device};
 use mgca::config::MgcaConfig;
 use mgca::data::prepare;
 use mgca::loss::CtaEngine;
 use mgca::model::batchnorm::Mode;
-use mgca::model::bert::{self, Bert, PositionIds};
-use mgca::model::resnet::{self, ResNet};
-use mgca::model::vit::{self, Vit};
-use mgca::parity::{HostTensor, LossCase, SCALARS, TensorFile};
-use mgca::text::tokenizer::ReportTokenizer;
+use mgca::model::bert::PositionIds;
+use mgca::model::import::{Architecture, import};
+use mgca::parity::encoders::{self, EncoderRun};
+use mgca::parity::metrics::MetricsCase;
+use mgca::parity::{Agreement, LossCase, SCALARS};
 use mgca::weights::keymap::{KeyMap, Layout};
-use mgca::weights::{WeightError, WeightReader, import, read_tensors};
 
 #[derive(Parser)]
 #[command(name = "mgca", version, about = "MGCA reproduced in Rust")]
@@ -231,6 +239,16 @@ enum Parity {
         #[arg(long)]
         output: PathBuf,
     },
+    /// AUROC (per class and macro) and top-1 accuracy, from scores and labels.
+    Metrics {
+        /// A case: `auroc.scores` and `auroc.labels` f32 `[N, C]`, and/or `accuracy.scores` f32
+        /// `[N, C]` and `accuracy.labels` i64 `[N]`.
+        #[arg(long)]
+        input: PathBuf,
+        /// Where to write `auroc.per_class`, `auroc.macro` and `accuracy` (float32 safetensors).
+        #[arg(long)]
+        output: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -269,8 +287,9 @@ fn main() -> ExitCode {
             parity_losses(&input, &output, engine)
         }
         Command::Parity(Parity::Vit { weights, heads, input, output }) => {
-            bad_input(parity_vit(&weights, heads, &input, &output))
+            bad_input(encoders::vit(&weights, heads, &input, &output).map(print_run))
         }
+        Command::Parity(Parity::Metrics { input, output }) => parity_metrics(&input, &output),
         Command::Data(Data::Prepare { dataset, task, root, out, fix_leaks, on_bad, skip_image_check, polygon_boxes }) => {
             let options = prepare::PrepareOptions {
                 dataset,
@@ -340,14 +359,14 @@ fn main() -> ExitCode {
                 BnMode::Eval => Mode::Eval,
                 BnMode::Train => Mode::Train,
             };
-            bad_input(parity_resnet(&weights, &input, &output, mode, !no_upsample))
+            bad_input(encoders::resnet(&weights, &input, &output, mode, !no_upsample).map(print_run))
         }
         Command::Parity(Parity::Bert { model, text_file, max_length, positions, output }) => {
             let positions = match positions {
                 Positions::Standard => PositionIds::Standard,
                 Positions::Reference => PositionIds::Reference,
             };
-            bad_input(parity_bert(&model, &text_file, max_length, positions, &output))
+            bad_input(encoders::bert(&model, &text_file, max_length, positions, &output).map(print_run))
         }
     }
 }
@@ -361,7 +380,7 @@ fn parity_losses(input: &Path, output: &Path, engine: CtaEngine) -> ExitCode {
         }
     };
     let ours = case.run(engine);
-    if let Err(e) = case.check_finite(&ours).and_then(|()| ours.write(output)) {
+    if let Err(e) = case.check_finite(&ours).and_then(|()| ours.write(output).map_err(Into::into)) {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
@@ -370,55 +389,54 @@ fn parity_losses(input: &Path, output: &Path, engine: CtaEngine) -> ExitCode {
         println!("  {name:<16} {:>12.6}", ours.tensors[name].values[0]);
     }
     println!("wrote {}", output.display());
-    match case.compare(&ours) {
-        None => ExitCode::SUCCESS,
-        Some(lines) => {
-            println!("agreement with the reference outputs in the input:");
-            for line in &lines {
-                println!("  {line}");
-            }
-            if lines.iter().all(|l| l.ok) {
-                println!("PASS");
-                ExitCode::SUCCESS
-            } else {
-                println!("FAIL");
-                ExitCode::from(1)
-            }
-        }
+    verdict(case.compare(&ours), "the reference outputs")
+}
+
+/// Print the agreement lines, if any, and `PASS` (exit 0) or `FAIL` (exit 1); nothing to
+/// compare exits 0.
+fn verdict(lines: Option<Vec<Agreement>>, with: &str) -> ExitCode {
+    let Some(lines) = lines else { return ExitCode::SUCCESS };
+    println!("agreement with {with} in the input:");
+    for line in &lines {
+        println!("  {line}");
+    }
+    if lines.iter().all(|l| l.ok) {
+        println!("PASS");
+        ExitCode::SUCCESS
+    } else {
+        println!("FAIL");
+        ExitCode::from(1)
     }
 }
 
-fn parity_vit(weights: &Path, heads: usize, input: &Path, output: &Path) -> Result<(), String> {
-    let mut reader = WeightReader::new(read_tensors(weights).map_err(|e| e.to_string())?);
-    let in_weights = |e: WeightError| format!("{}: {e}", weights.display());
-    let config = vit::config_from_weights(&reader, heads).map_err(in_weights)?;
-    let device = cpu_device();
-    let model = Vit::<Cpu>::load(&config, &mut reader, &device).map_err(in_weights)?;
-    let unused = reader.unused();
-    if !unused.is_empty() {
-        println!("unused checkpoint keys: {}", unused.join(", "));
+fn parity_metrics(input: &Path, output: &Path) -> ExitCode {
+    let case = match MetricsCase::read(input) {
+        Ok(case) => case,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let ours = case.run();
+    if let Err(e) = ours.write(output) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
     }
-    let side = config.image_size;
-    let x = read_images(input, side)?;
-    let out = model.forward(x.to_tensor::<Cpu, 4>(&device));
-    let mut result = TensorFile::default();
-    result.tensors.insert("final_norm_output".into(), HostTensor::from_tensor(out.tokens.clone()));
-    result
-        .tensors
-        .insert("last_block_attention_cls_mean_heads".into(), HostTensor::from_tensor(out.cls_attention_mean_heads()));
-    result.metadata.insert("config".into(), serde_json::to_string(&config).expect("config serialises"));
-    result.write(output).map_err(|e| e.to_string())?;
-    println!(
-        "ViT: {} blocks, width {}, {} heads, patch {}, {} px; {} image(s); wrote {}",
-        config.depth,
-        config.dim,
-        config.heads,
-        config.patch_size,
-        side,
-        x.shape[0],
-        output.display()
-    );
-    Ok(())
+    println!("case {}", input.display());
+    for (name, t) in &ours.tensors {
+        let values: Vec<String> = t.values.iter().map(|v| format!("{v:.6}")).collect();
+        println!("  {name:<16} {}", values.join(" "));
+    }
+    println!("wrote {}", output.display());
+    verdict(case.compare(&ours), "scikit-learn's outputs")
+}
+
+/// Print what an encoder run did: the checkpoint keys it left, then its summary.
+fn print_run(run: EncoderRun) {
+    if !run.unused.is_empty() {
+        println!("unused checkpoint keys: {}", run.unused.join(", "));
+    }
+    println!("{}", run.summary);
 }
 
 fn data_prepare(options: &prepare::PrepareOptions, out: &Path) -> Result<(), String> {
@@ -446,7 +464,7 @@ fn weights_import(
     output: Option<&Path>,
 ) -> Result<(), String> {
     let keymap = keymap.map(KeyMap::read).transpose()?;
-    let report = import::import(checkpoint, layout, keymap, preset)?;
+    let (_, report) = import::<Cpu>(checkpoint, layout, keymap, Architecture::FromWeights(preset), &cpu_device())?;
     let entry = report.import.entry.as_deref().map_or("the top level".to_string(), |e| format!("entry `{e}`"));
     println!("checkpoint {} ({:?}), tensors from {entry}", checkpoint.display(), report.format);
     println!(
@@ -480,54 +498,6 @@ fn weights_import(
     Ok(())
 }
 
-/// `input` `[N, 3, side, side]` of `path`, all finite.
-fn read_images(path: &Path, side: usize) -> Result<HostTensor, String> {
-    let images = TensorFile::read(path).map_err(|e| e.to_string())?;
-    let x = images.tensors.get("input").ok_or_else(|| format!("{}: missing tensor `input`", path.display()))?;
-    if x.shape.len() != 4 || x.shape[0] == 0 || x.shape[1..] != [3, side, side] {
-        return Err(format!(
-            "{}: tensor `input` has shape {:?}, expected [N, 3, {side}, {side}] with N >= 1",
-            path.display(),
-            x.shape
-        ));
-    }
-    if let Some(i) = x.values.iter().position(|v| !v.is_finite()) {
-        return Err(format!("{}: tensor `input` holds {} at flat index {i}", path.display(), x.values[i]));
-    }
-    Ok(x.clone())
-}
-
-fn parity_resnet(weights: &Path, input: &Path, output: &Path, mode: Mode, upsample: bool) -> Result<(), String> {
-    let mut reader = WeightReader::new(read_tensors(weights).map_err(|e| e.to_string())?);
-    let in_weights = |e: WeightError| format!("{}: {e}", weights.display());
-    let config = resnet::config_from_weights(&reader, upsample.then_some(299)).map_err(in_weights)?;
-    let device = cpu_device();
-    let model = ResNet::<Cpu>::load(&config, &mut reader, &device).map_err(in_weights)?;
-    let unused = reader.unused();
-    if !unused.is_empty() {
-        println!("unused checkpoint keys: {}", unused.join(", "));
-    }
-    let x = read_images(input, 224)?;
-    let out = model.forward(x.to_tensor::<Cpu, 4>(&device), mode);
-    let mut result = TensorFile::default();
-    result.tensors.insert("global".into(), HostTensor::from_tensor(out.global));
-    result.tensors.insert("local".into(), HostTensor::from_tensor(out.local.clone()));
-    result.metadata.insert("config".into(), serde_json::to_string(&config).expect("config serialises"));
-    result.write(output).map_err(|e| e.to_string())?;
-    let [_, tokens, width] = out.local.dims();
-    println!(
-        "ResNet: width {}, blocks {:?}, {mode:?} BatchNorm; {} image(s); {tokens} local tokens of {width}; wrote {}",
-        config.width,
-        config.blocks,
-        x.shape[0],
-        output.display()
-    );
-    Ok(())
-}
-
-/// Tokens per sentence below which not even [CLS] and [SEP] fit.
-const MIN_BERT_LENGTH: usize = 2;
-
 /// Exit 0, or 2 with the message (which names the file, tensor or key).
 fn bad_input(result: Result<(), String>) -> ExitCode {
     match result {
@@ -537,97 +507,4 @@ fn bad_input(result: Result<(), String>) -> ExitCode {
             ExitCode::from(2)
         }
     }
-}
-
-fn parity_bert(
-    model: &Path,
-    text_file: &Path,
-    max_length: usize,
-    positions: PositionIds,
-    output: &Path,
-) -> Result<(), String> {
-    let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
-    let config_path = model.join("config.json");
-    let config: serde_json::Value =
-        serde_json::from_str(&read(&config_path)?).map_err(|e| format!("{}: {e}", config_path.display()))?;
-    let field = |name: &str| {
-        config[name]
-            .as_u64()
-            .map(|v| v as usize)
-            .ok_or_else(|| format!("{}: no integer `{name}`", config_path.display()))
-    };
-    let (heads, layers) = (field("num_attention_heads")?, field("num_hidden_layers")?);
-    if max_length < MIN_BERT_LENGTH {
-        return Err(format!("--max-length {max_length}: at least {MIN_BERT_LENGTH} ([CLS] and [SEP])"));
-    }
-    let tokenizer = if model.join("tokenizer.json").is_file() {
-        ReportTokenizer::from_tokenizer_json(&model.join("tokenizer.json"), Some(max_length))
-    } else {
-        // Without a tokenizer.json, the casing comes from tokenizer_config.json (cased if absent,
-        // as Bio_ClinicalBERT).
-        let lowercase = read(&model.join("tokenizer_config.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-            .and_then(|t| t["do_lower_case"].as_bool())
-            .unwrap_or(false);
-        ReportTokenizer::from_vocab(&model.join("vocab.txt"), lowercase, Some(max_length))
-    }
-    .map_err(|e| e.to_string())?;
-    let sentences: Vec<String> = read(text_file)?.lines().map(str::to_string).collect();
-    if sentences.is_empty() {
-        return Err(format!("{}: no sentences", text_file.display()));
-    }
-    let weights_path = model.join("model.safetensors");
-    let mut reader = WeightReader::new(TensorFile::read_numeric(&weights_path).map_err(|e| e.to_string())?);
-    let in_weights = |e: WeightError| format!("{}: {e}", weights_path.display());
-    let bert_config = bert::config_from_weights(&reader, heads, Some(layers)).map_err(in_weights)?;
-    let device = cpu_device();
-    let encoder = Bert::<Cpu>::load(&bert_config, &mut reader, &device).map_err(in_weights)?;
-
-    if positions == PositionIds::Standard && max_length > bert_config.max_positions {
-        return Err(format!(
-            "--max-length {max_length}: more than the {} positions of `embeddings.position_embeddings.weight` in {}",
-            bert_config.max_positions,
-            weights_path.display()
-        ));
-    }
-    let (mut ids, mut mask) = (Vec::new(), Vec::new());
-    for (line, sentence) in sentences.iter().enumerate() {
-        let at = || format!("{} line {}", text_file.display(), line + 1);
-        let e = tokenizer.encode(sentence).map_err(|e| format!("{}: {e}", at()))?;
-        if e.ids.len() != max_length || e.attention_mask.len() != max_length {
-            return Err(format!("{}: {} tokens after padding, expected --max-length {max_length}", at(), e.ids.len()));
-        }
-        if let Some(id) = e.ids.iter().find(|&&i| i as usize >= bert_config.vocab_size) {
-            return Err(format!(
-                "{}: token id {id} is outside the model's vocabulary of {} (the tokenizer does not match {})",
-                at(),
-                bert_config.vocab_size,
-                weights_path.display()
-            ));
-        }
-        ids.extend(e.ids.iter().map(|i| *i as i64));
-        mask.extend(e.attention_mask.iter().map(|m| *m as f32));
-    }
-    let n = sentences.len();
-    let out = encoder.forward(
-        Tensor::<Cpu, 2, Int>::from_data(TensorData::new(ids.clone(), [n, max_length]), &device),
-        Tensor::<Cpu, 2>::from_data(TensorData::new(mask, [n, max_length]), &device),
-        positions,
-    );
-    let mut result = TensorFile::default();
-    result.ints.insert("input_ids".into(), (vec![n, max_length], ids));
-    result.tensors.insert("last_hidden_state".into(), HostTensor::from_tensor(out.hidden.clone()));
-    result
-        .tensors
-        .insert("last_layer_attention_cls_mean_heads".into(), HostTensor::from_tensor(out.cls_attention_mean_heads()));
-    result.write(output).map_err(|e| e.to_string())?;
-    println!(
-        "BERT: {} layers, width {}, {} heads, {positions:?} positions; {n} sentence(s) of {max_length} tokens; wrote {}",
-        bert_config.layers,
-        bert_config.hidden,
-        heads,
-        output.display()
-    );
-    Ok(())
 }

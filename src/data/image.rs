@@ -291,7 +291,7 @@ mod tests {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("golden/reference/data/dicom").join(name)
     }
 
-    use crate::parity::fnv1a64;
+    use crate::tensor_file::fnv1a64;
 
     /// A real chest radiograph (RG1, MONOCHROME2, 8 bit): uncompressed equals pydicom's
     /// pixel_array exactly (max 255, so the rescaling is the identity); JPEG Baseline stays

@@ -422,7 +422,7 @@ mod tests {
         Gray::new(h, w, px)
     }
 
-    use crate::parity::fnv1a64;
+    use crate::tensor_file::fnv1a64;
 
     /// Every pixel equal to OpenCV's (`golden/python/resize/make_resize.py`): the generic area
     /// path, the 2× and 4× fast paths, near-identity and enlarging sizes.

@@ -4,9 +4,11 @@
 //! `x ← LN₁(x + Dense(Attn(x)))`, `x ← LN₂(x + Out(GELU(Inter(x))))` (post-norm), with
 //! `Attn = softmax(q kᵀ/√d_h − 10000·(1 − mask)) v` over the heads. Returns the last hidden
 //! states and the last layer's attention probabilities (MGCA's word weights come from its
-//! [CLS] row).
+//! `[CLS]` row).
 //!
-//! Spec: `architecture.md` §4.1–4.3; key layout §1.
+//! Book: "Text encoder: BERT and the tokenizer". Reference: `mgca/models/backbones/encoder.py`,
+//! `BertEncoder.__init__` and `BertEncoder.forward` (with `med.py`, `BertModel`), at
+//! HKU-MedAI/MGCA `680fe4a6ee0c`; key names as Hugging Face's `BertModel`.
 //!
 //! **Deviation:** faithful mode reproduces the reference's position-id bug
 //! ([`PositionIds::Reference`]: the token-type ids, all 0, are consumed as position ids, so
@@ -124,7 +126,7 @@ impl<B: Backend> Bert<B> {
 }
 
 impl<B: Backend> BertOutput<B> {
-    /// The head-averaged [CLS] row of the last layer's attention, over all keys. `[N, L]`
+    /// The head-averaged `[CLS]` row of the last layer's attention, over all keys. `[N, L]`
     pub fn cls_attention_mean_heads(&self) -> Tensor<B, 2> {
         super::cls_row_mean_heads(&self.last_attention)
     }
@@ -262,9 +264,14 @@ mod tests {
     use super::*;
     use crate::assets;
     use crate::backend::{Cpu, cpu_device};
-    use crate::parity::{Agreement, HostTensor, TensorFile, Tolerance};
+    use crate::parity::{ATTENTION, Agreement, HIDDEN_STATES, SAME_COMPUTATION};
+
+    /// How far apart two tokens' vectors must be for the encoder to have seen their order:
+    /// a thousand times [`SAME_COMPUTATION`].
+    const ORDER_SEEN: f32 = 1e-2;
+    use crate::tensor_file::{HostTensor, TensorFile};
+    use crate::testing;
     use burn::tensor::TensorData;
-    use std::path::Path;
 
     fn minilm() -> (BertConfig, Bert<Cpu>, Vec<String>) {
         let dir = assets::minilm_dir().unwrap_or_else(|e| panic!("{e}"));
@@ -280,15 +287,15 @@ mod tests {
     }
 
     /// The real all-MiniLM-L6-v2 (6 layers, width 384) on three reports, padded in a batch,
-    /// with standard positions: last hidden states within 1e-4 and the [CLS] attention within
-    /// 1e-5 of transformers' `BertModel`.
+    /// with standard positions: last hidden states within [`HIDDEN_STATES`] and the `[CLS]`
+    /// attention within [`ATTENTION`] of transformers' `BertModel`.
     #[test]
     fn minilm_matches_transformers() {
         let (config, bert, unused) = minilm();
         assert_eq!((config.hidden, config.layers, config.intermediate, config.vocab_size), (384, 6, 1536, 30522));
         assert_eq!(unused, vec!["embeddings.position_ids", "pooler.dense.bias", "pooler.dense.weight"]);
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("golden/reference/encoders/minilm_reference.safetensors");
-        let want = TensorFile::read_numeric(&path).unwrap();
+        let want =
+            TensorFile::read_numeric(&testing::golden("reference/encoders/minilm_reference.safetensors")).unwrap();
         let ids = &want.tensors["input_ids"];
         let mask = &want.tensors["attention_mask"];
         let [n, l] = [ids.shape[0], ids.shape[1]];
@@ -305,7 +312,7 @@ mod tests {
             HostTensor { shape: vec![], values: masked(&hidden, &mask.values, 384) },
             HostTensor { shape: vec![], values: masked(&want.tensors["last_hidden_state"], &mask.values, 384) },
         );
-        let a = Agreement::measure("last_hidden_state", &ours, &reference, Tolerance { abs: 1e-4, rel: 0.0 });
+        let a = Agreement::measure("last_hidden_state", &ours, &reference, HIDDEN_STATES);
         eprintln!("{a}");
         assert!(a.ok, "{a}");
         let cls = HostTensor::from_tensor(out.cls_attention_mean_heads());
@@ -313,7 +320,7 @@ mod tests {
             "last_layer_attention_cls_mean_heads",
             &cls,
             &want.tensors["last_layer_attention_cls_mean_heads"],
-            Tolerance { abs: 1e-5, rel: 0.0 },
+            ATTENTION,
         );
         eprintln!("{a}");
         assert!(a.ok, "{a}");
@@ -336,9 +343,9 @@ mod tests {
         // Token 1 of `a` is token 3 of `b` ("no"): identical vectors under reference positions.
         let row = |v: &[f32], t: usize| v[t * 384..(t + 1) * 384].to_vec();
         let worst = row(&ra, 1).iter().zip(row(&rb, 3)).fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
-        assert!(worst < 1e-5, "{worst}");
+        assert!(worst < SAME_COMPUTATION.abs as f32, "{worst}");
         let (sa, sb) = (run(a, PositionIds::Standard), run(b, PositionIds::Standard));
         let worst = row(&sa, 1).iter().zip(row(&sb, 3)).fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
-        assert!(worst > 1e-2, "standard positions see the order");
+        assert!(worst > ORDER_SEEN, "standard positions see the order");
     }
 }

@@ -7,8 +7,10 @@
 //! a resumed run draws what the uninterrupted one drew. Masks are drawn on the host (splitmix64
 //! of the key and the element's index, on rayon's threads) and uploaded as a boolean tensor.
 //!
-//! Spec: `architecture.md` §4 (Bio_ClinicalBERT: hidden and attention dropout 0.1; the word
-//! weights are taken from the attention *before* dropout).
+//! Book: "Text encoder: BERT and the tokenizer" (Bio_ClinicalBERT: hidden and attention dropout
+//! 0.1; the word weights are taken from the attention *before* dropout). Reference:
+//! `mgca/models/backbones/med.py`, `BertSelfAttention.forward`, and `encoder.py`,
+//! `BertEncoder.forward`, at HKU-MedAI/MGCA `680fe4a6ee0c`.
 //!
 //! **Deviation:** the masks differ from torch's generator by chance (same distribution).
 

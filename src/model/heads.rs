@@ -5,7 +5,9 @@
 //! 1×1 Conv1d), so their BatchNorm statistics pool batch × tokens — padded word slots
 //! included.
 //!
-//! Spec: `architecture.md` §5 (heads), §1 (key layout `head.{0,1,3,4}`).
+//! Book: "Projection heads, prototypes and the whole model" (key layout `head.{0,1,3,4}`).
+//! Reference: `mgca/models/backbones/encoder.py`, `GlobalEmbedding` and `LocalEmbedding`, at
+//! HKU-MedAI/MGCA `680fe4a6ee0c`.
 //!
 //! **Deviation:** none: the BatchNorms have PyTorch's semantics ([`super::batchnorm`]); train
 //! or eval behaviour is chosen per call ([`Mode`]).
@@ -94,18 +96,18 @@ impl<B: Backend> ProjectionHead<B> {
 mod tests {
     use super::*;
     use crate::backend::{Cpu, cpu_device};
-    use crate::parity::{Agreement, HostTensor, TensorFile, Tolerance};
-    use std::path::Path;
+    use crate::parity::{Agreement, SHALLOW};
+    use crate::tensor_file::{HostTensor, TensorFile};
+    use crate::testing;
 
     /// Heads built as the spec says, run by PyTorch (golden/pytorch/heads/make_heads.py): the
     /// train-mode outputs, the running statistics after that step (unbiased variance), and the
     /// eval-mode outputs, for the global (Linear) and the local (Conv1d, padded tokens) head.
     #[test]
     fn heads_match_pytorch() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("golden/pytorch/heads/heads.safetensors");
-        let file = TensorFile::read(&path).unwrap();
+        let file = TensorFile::read(&testing::golden("pytorch/heads/heads.safetensors")).unwrap();
         let dev = cpu_device();
-        let tol = Tolerance { abs: 1e-5, rel: 1e-5 };
+        let tol = SHALLOW;
         let check = |name: &str, ours: HostTensor| {
             let a = Agreement::measure(name, &ours, &file.tensors[name], tol);
             eprintln!("{a}");

@@ -1,21 +1,29 @@
-//! The MGCA model: image encoders (ViT-B/16 so far; ResNet-50 next), the text encoder (BERT),
-//! the projection heads, and, next, the prototypes and the whole model.
+//! The MGCA model: the image encoders ([`vit`] ViT-B/16, [`resnet`] ResNet-50), the text
+//! encoder ([`bert`]), the projection [`heads`], the whole model with its prototypes
+//! ([`mgca`]), and the one importer of published checkpoints ([`import`]); [`batchnorm`] and
+//! [`dropout`] are the layers they share.
 //!
-//! Spec: `architecture.md`.
+//! Book: "Image encoder: ViT-B/16", "Image encoder: ResNet-50", "Text encoder: BERT and the
+//! tokenizer", "Projection heads, prototypes and the whole model". Reference:
+//! `mgca/models/backbones/encoder.py` (`ImageEncoder`, `BertEncoder`, `GlobalEmbedding`,
+//! `LocalEmbedding`) and `mgca/models/mgca/mgca_module.py`, `MGCA.__init__`, at HKU-MedAI/MGCA
+//! `680fe4a6ee0c`.
+//!
 //! **Deviation:** none at this level; each module states its own.
 
 pub mod batchnorm;
 pub mod bert;
 pub mod dropout;
 pub mod heads;
+pub mod import;
 pub mod mgca;
 pub mod resnet;
 pub mod vit;
 
 use burn::tensor::{Tensor, backend::Backend};
 
-/// The [CLS] query's row of attention probabilities `[N, heads, T, T]`, averaged over the
-/// heads: how much [CLS] attends to each key. `[N, T]`
+/// The `[CLS]` query's row of attention probabilities `[N, heads, T, T]`, averaged over the
+/// heads: how much `[CLS]` attends to each key. `[N, T]`
 pub fn cls_row_mean_heads<B: Backend>(attention: &Tensor<B, 4>) -> Tensor<B, 2> {
     let [n, _, t, _] = attention.dims();
     attention.clone().narrow(2, 0, 1).mean_dim(1).reshape([n, t])

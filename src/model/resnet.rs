@@ -6,7 +6,9 @@
 //! average-pooled layer-4 map (`[N, 2048]`); the local features are the layer-3 map flattened
 //! row-major into tokens (`[N, 361, 1024]` at 299 px).
 //!
-//! Spec: `architecture.md` §3 (backbone, up-sampling, outputs), §1 (torchvision key names).
+//! Book: "Image encoder: ResNet-50". Reference: `mgca/models/backbones/encoder.py`,
+//! `ImageEncoder.resnet_forward` (up-sampling, outputs), and `cnn_backbones.py`, `resnet_50`
+//! (torchvision's backbone and key names), at HKU-MedAI/MGCA `680fe4a6ee0c`.
 //!
 //! **Deviation:** none. The reference up-samples the 224 px input bilinearly to 299 px with
 //! `align_corners = True` before the stem ([`ResNetConfig::upsample_to`]); detection and
@@ -26,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use super::batchnorm::{BatchNorm, Mode};
 use crate::weights::{WeightError, WeightReader};
 
-/// Which torchvision ImageNet weights initialise ResNet-50 (`architecture.md` §3.1).
+/// Which torchvision ImageNet weights initialise ResNet-50 (book: "Image encoder: ResNet-50").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ImagenetWeights {
@@ -291,12 +293,12 @@ impl<B: Backend> ResNet<B> {
 mod tests {
     use super::*;
     use crate::backend::{Cpu, cpu_device};
-    use crate::parity::{Agreement, HostTensor, TensorFile, Tolerance, formula_images};
-    use std::path::PathBuf;
+    use crate::parity::{Agreement, RESNET_FEATURES, SHALLOW, Tolerance, formula_images};
+    use crate::tensor_file::{HostTensor, TensorFile};
+    use crate::testing;
 
     fn golden(name: &str) -> TensorFile {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("golden/pytorch/resnet").join(name);
-        TensorFile::read_numeric(&path).unwrap()
+        TensorFile::read_numeric(&testing::golden(&format!("pytorch/resnet/{name}"))).unwrap()
     }
 
     #[test]
@@ -324,7 +326,7 @@ mod tests {
 
         let x = formula_images(2, 224).to_tensor::<Cpu, 4>(&dev);
         let want = golden("resnet_outputs.safetensors");
-        let features = Tolerance { abs: 1e-4, rel: 1e-4 };
+        let features = RESNET_FEATURES;
         let check = |name: &str, ours: HostTensor, tol: Tolerance| {
             let a = Agreement::measure(name, &ours, &want.tensors[name], tol);
             eprintln!("{a}");
@@ -337,7 +339,7 @@ mod tests {
         let train = net.forward(x, Mode::Train);
         check("train.global", HostTensor::from_tensor(train.global), features);
         check("train.local", HostTensor::from_tensor(train.local), features);
-        let stats = Tolerance { abs: 1e-5, rel: 1e-5 };
+        let stats = SHALLOW;
         let (mean, var) = net.stem_running_stats();
         check("after.bn1.running_mean", HostTensor::from_tensor(mean), stats);
         check("after.bn1.running_var", HostTensor::from_tensor(var), stats);

@@ -3,10 +3,12 @@
 //! `x₀ = [CLS; Conv16×16(img)ᵀ] + pos`; for each block `x ← x + Proj(Attn(LN₁(x)))`,
 //! `x ← x + FC₂(GELU(FC₁(LN₂(x))))` with `Attn = softmax(q kᵀ / √d_h) v` over 12 heads; `Z = LN(x)`.
 //! Returns `Z` (all 197 tokens: `Z[:, 0]` is the global feature, `Z[:, 1:]` the 196 patches) and
-//! the last block's attention probabilities, from which CTA takes the [CLS] row.
+//! the last block's attention probabilities, from which CTA takes the `[CLS]` row.
 //!
-//! Spec: `architecture.md` §2 (architecture, initialisation, outputs, attention capture) and §1
-//! (checkpoint key layout). Parameter names map one to one onto timm/DeiT state-dict keys.
+//! Book: "Image encoder: ViT-B/16". Reference: `mgca/models/backbones/vits.py`,
+//! `VisionTransformer` and `create_vit` (architecture, initialisation, attention capture), and
+//! `encoder.py`, `ImageEncoder.vit_forward` (outputs), at HKU-MedAI/MGCA `680fe4a6ee0c`.
+//! Parameter names map one to one onto timm/DeiT state-dict keys.
 //!
 //! **Deviation:** none: LayerNorm eps 1e-6, exact (erf) GELU, qkv with bias, no dropout.
 
@@ -98,7 +100,7 @@ pub struct Vit<B: Backend> {
 /// What the ViT hands to MGCA.
 #[derive(Debug, Clone)]
 pub struct VitOutput<B: Backend> {
-    /// The final-LayerNorm tokens, [CLS] first. `[N, 1 + M, D]`
+    /// The final-LayerNorm tokens, `[CLS]` first. `[N, 1 + M, D]`
     pub tokens: Tensor<B, 3>,
     /// The last block's attention probabilities `[batch, head, query, key]`. `[N, H, 1 + M, 1 + M]`
     pub last_attention: Tensor<B, 4>,
@@ -112,13 +114,13 @@ impl<B: Backend> Vit<B> {
 }
 
 impl<B: Backend> VitOutput<B> {
-    /// The head-averaged [CLS] row of the last block's attention, over all keys ([CLS] first).
+    /// The head-averaged `[CLS]` row of the last block's attention, over all keys (`[CLS]` first).
     /// `[N, 1 + M]`
     pub fn cls_attention_mean_heads(&self) -> Tensor<B, 2> {
         super::cls_row_mean_heads(&self.last_attention)
     }
 
-    /// The last block's [CLS]→patch attention per head, as CTA consumes it. `[N, H, M]`
+    /// The last block's `[CLS]`→patch attention per head, as CTA consumes it. `[N, H, M]`
     pub fn cls_patch_attention(&self) -> Tensor<B, 3> {
         let [n, h, t, _] = self.last_attention.dims();
         self.last_attention.clone().narrow(2, 0, 1).narrow(3, 1, t - 1).reshape([n, h, t - 1])
@@ -190,7 +192,7 @@ pub fn config_from_weights(weights: &WeightReader, heads: usize) -> Result<VitCo
 }
 
 impl<B: Backend> Vit<B> {
-    /// Load a timm/DeiT-named state dict (keys as in `architecture.md` §1, without the
+    /// Load a timm/DeiT-named state dict (timm's keys, as the `deit` key table gives them, without the
     /// `img_encoder_q.model.` prefix). Every key of the model must be present with its shape;
     /// keys the model does not use are reported by [`WeightReader::unused`].
     pub fn load(config: &VitConfig, weights: &mut WeightReader, device: &B::Device) -> Result<Self, WeightError> {
@@ -219,17 +221,17 @@ impl<B: Backend> Vit<B> {
 mod tests {
     use super::*;
     use crate::backend::{Cpu, cpu_device};
-    use crate::parity::{Agreement, HostTensor, TensorFile, Tolerance};
-    use std::path::PathBuf;
+    use crate::parity::{ATTENTION, Agreement, HIDDEN_STATES};
+    use crate::tensor_file::{HostTensor, TensorFile};
+    use crate::testing;
 
     fn golden(name: &str) -> TensorFile {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("golden/reference/encoders").join(name);
-        TensorFile::read(&path).unwrap()
+        TensorFile::read(&testing::golden(&format!("reference/encoders/{name}"))).unwrap()
     }
 
     /// timm's `vit_tiny_patch16_224` with 2 blocks (seed 0) on a seeded input: every
-    /// intermediate the fixture holds, at the fixtures' tolerances (1e-4 on hidden states,
-    /// 1e-5 on attention probabilities).
+    /// intermediate the fixture holds, at the fixtures' tolerances ([`HIDDEN_STATES`] on
+    /// hidden states, [`ATTENTION`] on attention probabilities).
     #[test]
     fn tiny_vit_matches_timm() {
         let dev = cpu_device();
@@ -243,8 +245,7 @@ mod tests {
         let x = input.to_tensor::<Cpu, 4>(&dev);
         let out = vit.forward(x);
         let want = golden("vit_tiny_d2_outputs.safetensors");
-        let hidden = Tolerance { abs: 1e-4, rel: 0.0 };
-        let probs = Tolerance { abs: 1e-5, rel: 0.0 };
+        let (hidden, probs) = (HIDDEN_STATES, ATTENTION);
         let checks = [
             ("final_norm_output", HostTensor::from_tensor(out.tokens.clone()), hidden),
             ("last_block_attention", HostTensor::from_tensor(out.last_attention.clone()), probs),

@@ -165,7 +165,7 @@ mod tests {
     fn merges_a_real_encoder_output() {
         use crate::assets;
         use crate::model::bert::{Bert, PositionIds, config_from_weights};
-        use crate::parity::TensorFile;
+        use crate::tensor_file::TensorFile;
         use crate::text::tokenizer::{MAX_LENGTH, ReportTokenizer};
         use crate::weights::WeightReader;
         use burn::tensor::Int;

@@ -9,11 +9,14 @@
 //! - `rename FROM TO` — replace the prefix `FROM` (`-`: empty) by `TO`; the first match wins;
 //! - `suffix FROM TO` — then replace the suffix `FROM` by `TO`.
 //!
-//! mgca-rs names are the module paths of [`crate::model::mgca::Mgca`]: `image.*` (timm or
+//! mgca-rs names are the module paths of the whole model (`model::mgca::Mgca`): `image.*` (timm or
 //! torchvision names), `text.*` (Hugging Face BERT names), `image_global.*`, `image_local.*`,
 //! `text_global.*`, `text_local.*` (head indices `0, 1, 3, 4`) and `prototypes`.
 //!
-//! Spec: `architecture.md` §1 (prefixes, unused modules), §2.2, §3.1, §4.2 (initial weights).
+//! Book: "Checkpoints and weight loading" (the key tables). Reference:
+//! `mgca/models/backbones/encoder.py`, `ImageEncoder.__init__` and `BertEncoder.__init__` (the
+//! initial weights and the modules never run), and `mgca/models/mgca/mgca_module.py`, `MGCA`
+//! (the Lightning checkpoint's prefixes), at HKU-MedAI/MGCA `680fe4a6ee0c`.
 //!
 //! **Deviation:** none.
 
@@ -22,7 +25,7 @@ use std::fmt;
 use std::path::Path;
 
 use super::torch::{Checkpoint, CheckpointError};
-use crate::parity::TensorFile;
+use crate::tensor_file::TensorFile;
 
 /// The published checkpoint layouts MGCA uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,7 +8,8 @@
 //! and keeps every other call as an opaque [`Value::Object`], so a Lightning checkpoint with
 //! classes from packages we do not have (`AttributeDict`, `argparse.Namespace`, …) still reads.
 //!
-//! Spec: not a reference component; the format is Python's `pickletools` documentation and
+//! Book: "Checkpoints and weight loading". Reference: not a reference component; the format is
+//! Python's `pickletools` documentation and
 //! PyTorch's `torch/serialization.py` (`persistent_id`, `_rebuild_tensor_v2`).
 //!
 //! **Deviation:** the memo stores copies, so a container mutated after it was memoised and then

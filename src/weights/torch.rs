@@ -9,8 +9,11 @@
 //! storages of the tensors asked for are read, so a 1 GB Lightning checkpoint's optimizer
 //! state costs nothing.
 //!
-//! Spec: `architecture.md` §1 (the checkpoints MGCA loads: DeiT `model`, Bio_ClinicalBERT,
-//! torchvision, Lightning `state_dict`).
+//! Book: "Checkpoints and weight loading". Reference: the checkpoints
+//! `mgca/models/backbones/encoder.py` (`ImageEncoder.__init__`, `BertEncoder.__init__`) and
+//! `mgca/models/mgca/mgca_module.py` (`MGCA`, Lightning's `state_dict`) load, at HKU-MedAI/MGCA
+//! `680fe4a6ee0c` (DeiT `model`, Bio_ClinicalBERT, torchvision); the container formats are
+//! PyTorch's `torch/serialization.py`.
 //!
 //! **Deviation:** none. Values are converted to float32 (from f64, f16, bf16, and integers
 //! up to 2²⁴ in magnitude, such as `num_batches_tracked`); a larger integer is an error naming
@@ -23,7 +26,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::pickle::{self, DType, TensorRef, Value};
-use crate::parity::{HostTensor, TensorFile};
+use crate::tensor_file::{HostTensor, TensorFile};
 
 /// Why a checkpoint could not be read. Every variant names the file (and the key).
 #[derive(Debug)]
