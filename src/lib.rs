@@ -29,9 +29,11 @@
 //! - [`metrics`] — AUROC, accuracy, bootstrap intervals and DeLong's test;
 //! - [`parity`] — running our components on the reference's cases and measuring the agreement
 //!   (losses, encoders, metrics), with the named tolerances;
-//! - [`train`] — the generic training loop: steps, schedule, checkpoints, logged metrics;
-//! - `pretrain` — the MGCA pretraining loop;
-//! - `downstream` — fine-tuning on labelled data: linear probing;
+//! - [`train`] — generic training: optimiser, schedule, crash-safe checkpoints, early stopping,
+//!   run folders, logs and progress;
+//! - [`pretrain`] — the MGCA pretraining loop;
+//! - [`downstream`] — fine-tuning on labelled data: the shared loop, the encoder's source,
+//!   linear probing;
 //! - [`experiment`] — experiment files: what a run is, read and checked;
 //! - [`report`] — the statistics a run is judged by and the Markdown report written from the
 //!   run folders.

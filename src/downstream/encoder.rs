@@ -19,9 +19,8 @@ use serde::{Deserialize, Serialize};
 use crate::config::{ImageEncoderKind, MgcaConfig};
 use crate::model::mgca::{EncoderWeights, ImageEncoder};
 use crate::train::checkpoint;
-use crate::weights::WeightReader;
+use crate::model::import::{Architecture, Loaded, import};
 use crate::weights::keymap::Layout;
-use crate::weights::torch::Checkpoint;
 
 /// The experiment file's `[encoder]` table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -120,12 +119,12 @@ pub fn load_encoder<B: Backend>(
             LoadedEncoder { encoder: model.into_image_encoder(), config, provenance: best.display().to_string() }
         }
         EncoderSource::Released { checkpoint } => {
-            let file = Checkpoint::open(checkpoint).map_err(|e| e.to_string())?;
-            let import = Layout::MgcaLightning.keymap().import(&file).map_err(|e| e.to_string())?;
-            let mut reader = WeightReader::new(import.tensors);
-            let named = |e: crate::weights::WeightError| format!("{}: {e}", checkpoint.display());
-            let config = preset.from_weights(&reader).map_err(named)?;
-            let model = crate::model::mgca::Mgca::<B>::load(&config, &mut reader, device).map_err(named)?;
+            // The one importer `mgca weights import` and `Mgca::with_encoders` use.
+            let (module, report) =
+                import::<B>(checkpoint, Layout::MgcaLightning, None, Architecture::FromWeights(preset), device)?;
+            let (Loaded::Mgca(model), Some(config)) = (module, report.config) else {
+                return Err(format!("{}: not a whole MGCA checkpoint", checkpoint.display()));
+            };
             LoadedEncoder { encoder: model.into_image_encoder(), config, provenance: checkpoint.display().to_string() }
         }
         EncoderSource::Imagenet { weights } => {
