@@ -17,9 +17,9 @@ use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ImageEncoderKind, MgcaConfig};
+use crate::model::import::{Architecture, Loaded, import};
 use crate::model::mgca::{EncoderWeights, ImageEncoder};
 use crate::train::checkpoint;
-use crate::model::import::{Architecture, Loaded, import};
 use crate::weights::keymap::Layout;
 
 /// The experiment file's `[encoder]` table.

@@ -108,6 +108,9 @@ enum Task {
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum BenchKind {
+    /// One linear-probing epoch: the head at the paper's RSNA size on cached features, and the
+    /// smoke cell with and without the cache (`benches/linear.rs`, beside PyTorch's recipe).
+    Linear,
     /// The MGCA objective, forward and backward (`benches/losses.rs`).
     Losses,
     /// The image pipeline per core: JPEG decode + resize + pad + crop, and reading from the
@@ -156,6 +159,7 @@ fn main() -> ExitCode {
         Task::Bench { which: BenchKind::Encoders, python, threads } => bench_encoders(python, threads),
         Task::Bench { which: BenchKind::Data, python, .. } => bench_data(python),
         Task::Bench { which: BenchKind::Train, python, threads } => bench_train(python, threads),
+        Task::Bench { which: BenchKind::Linear, python, threads } => bench_linear(python, threads),
         Task::Fuzz { target, execs, seconds, seed, jobs, replay, list } => {
             fuzz(&target, execs, seconds, seed, jobs, &replay, list)
         }
@@ -513,6 +517,31 @@ fn bench_encoders(python: Option<PathBuf>, threads: usize) -> Result {
         }
     }
     println!("(PyTorch {torch_version} with timm, transformers, torchvision on CPU)");
+    Ok(())
+}
+
+fn bench_linear(python: Option<PathBuf>, threads: usize) -> Result {
+    let mut bench = cargo();
+    bench.args(["bench", "-p", "mgca", "--bench", "linear"]).env("RAYON_NUM_THREADS", threads.to_string());
+    run(bench, "criterion: linear (Rust, CPU backend)")?;
+    let head = criterion_ms("linear", "head", "paper_rsna100")?;
+    let faithful = criterion_ms("linear", "epoch", "faithful_smoke_rsna100")?;
+    let cached = criterion_ms("linear", "epoch", "cached_smoke_rsna100")?;
+    println!("\none linear-probing epoch, median, {threads} threads:");
+    println!("head, paper RSNA 100 % (18,678 x 768, batch 48): {head:.1} ms; 50 epochs: {:.1} s", 50.0 * head / 1000.0);
+    println!("smoke RSNA 100 % epoch: faithful {faithful:.1} ms, cached {cached:.1} ms ({:.1}x)", faithful / cached);
+    match python_lines(python, "benches/linear_pytorch.py", &["--threads".into(), threads.to_string()]) {
+        Ok(lines) => {
+            let line = lines.iter().find(|v| v["case"] == "head_paper_rsna100").ok_or("no PyTorch line")?;
+            let torch_ms = line["median_ms"].as_f64().ok_or("no median_ms")?;
+            println!(
+                "PyTorch {}: {torch_ms:.1} ms; rust/pytorch {:.2}",
+                line["torch"].as_str().unwrap_or("?"),
+                head / torch_ms
+            );
+        }
+        Err(e) => eprintln!("xtask: no PyTorch timing ({e})"),
+    }
     Ok(())
 }
 

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use super::experiment::{CellOptions, LinearExperiment, run_cell};
 use crate::backend::{CpuAutodiff, cpu_device};
 use crate::experiment::{Experiment, Tier};
+use crate::loss::CtaEngine;
 use crate::pretrain::{RunOptions, data, pretrain};
 
 /// Test scores (percent) replayed on the same code agree to this many points.
@@ -64,7 +65,11 @@ fn smoke_pretraining(out: &Path) {
     )
     .unwrap();
     let model = config.init_model_seeded::<CpuAutodiff>(config.train.seed as u64, &cpu_device());
-    pretrain(&config, model, &data, &RunOptions::new(out.join(&experiment.name), vec![cpu_device()])).unwrap();
+    // The fused CTA engine, as the `pretrain` binary runs on the CPU (the graph engine agrees
+    // within float rounding, which 200 steps and a fine-tuning run amplify).
+    let options =
+        RunOptions { engine: CtaEngine::FusedCpu, ..RunOptions::new(out.join(&experiment.name), vec![cpu_device()]) };
+    pretrain(&config, model, &data, &options).unwrap();
 }
 
 #[test]
