@@ -110,6 +110,12 @@ pub fn load_encoder<B: Backend>(
     let loaded = match source {
         EncoderSource::Pretrained { run } => {
             let path = run.join("config.toml");
+            if !path.exists() {
+                return Err(format!(
+                    "{}: no pretraining run here (run `cargo xtask reproduce pretrain` first, or choose the encoder with --encoder-from)",
+                    run.display()
+                ));
+            }
             let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
             let config: MgcaConfig = toml::from_str(&text)
                 .map_err(|e| format!("{}: not a pretraining configuration: {e}", path.display()))?;

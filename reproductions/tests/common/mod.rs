@@ -14,6 +14,7 @@ pub fn tmp(name: &str) -> PathBuf {
 }
 
 /// `pretrain --config CONFIG --out OUT --no-progress EXTRA…`.
+#[allow(dead_code)] // not every test crate that includes this module runs pretraining
 pub fn pretrain(config: &Path, out: &Path, extra: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_pretrain"))
         .args(["--config", config.to_str().unwrap(), "--out", out.to_str().unwrap(), "--no-progress"])
