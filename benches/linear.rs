@@ -69,7 +69,7 @@ fn bench(c: &mut Criterion) {
         encoder: EncoderSource::Random { seed: 1 },
         finetune: toml::Table::new(),
     };
-    let cell = experiment.resolve(Tier::Smoke, None, 0).unwrap();
+    let cell = experiment.resolve(Tier::Smoke, Some(&EncoderSource::Random { seed: 1 }), 0).unwrap();
     let preset = MgcaConfig::smoke_for(ImageEncoderKind::VitBase);
     let task = ProbeTask::of(cell.dataset).unwrap();
     for mode in [FeatureMode::Faithful, FeatureMode::Cached] {
