@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-# Hyper-parameters of the published configuration (spec §2-§5). Every objective function
+# Hyper-parameters of the published configuration (the reference's `MGCA.forward`, mgca/models/mgca/mgca_module.py at 680fe4a6ee0c). Every objective function
 # takes an `hparams` dict with exactly these keys; --check reads it from each fixture.
 REFERENCE_HPARAMS = {
     "ita_temperature": 0.07,
@@ -65,7 +65,7 @@ def l2n(x: torch.Tensor) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------------------
-# ITA (§2)
+# ITA
 # --------------------------------------------------------------------------------------
 def ita_loss(v: torch.Tensor, t: torch.Tensor, temperature: float):
     b = v.shape[0]
@@ -82,10 +82,10 @@ def ita_loss(v: torch.Tensor, t: torch.Tensor, temperature: float):
 
 
 # --------------------------------------------------------------------------------------
-# CTA (§3)
+# CTA
 # --------------------------------------------------------------------------------------
 def word_weights(word_attn: torch.Tensor) -> torch.Tensor:
-    """§3.1 step 5: clip non-zero entries to their 10/90 % linear quantiles, renormalise."""
+    """Word weights: clip non-zero entries to their 10/90 % linear quantiles, renormalise."""
     out = torch.zeros_like(word_attn)
     for b in range(word_attn.shape[0]):
         row = word_attn[b]
@@ -98,7 +98,7 @@ def word_weights(word_attn: torch.Tensor) -> torch.Tensor:
 
 
 def vit_patch_weights(vit_cls_attn: torch.Tensor) -> torch.Tensor:
-    """§3.2 step 4 (ViT): head mean, clip over all patches to 10/90 % quantiles, renormalise."""
+    """Patch weights (ViT): head mean, clip over all patches to 10/90 % quantiles, renormalise."""
     a = vit_cls_attn.mean(dim=1)  # [B, M]
     lo = torch.quantile(a, 0.1, dim=1, keepdim=True)
     hi = torch.quantile(a, 0.9, dim=1, keepdim=True)
@@ -121,7 +121,7 @@ def weighted_two_way_ce(sim: torch.Tensor, weights: torch.Tensor) -> torch.Tenso
 def cta_loss(P, Wd, word_attn, pad_mask, encoder, temperature: float, bidirectional: bool,
              vit_cls_attn=None):
     bsz, m, _ = P.shape
-    # Word side (§3.1): no masking, padded rows/columns kept as negatives.
+    # Word side: no masking, padded rows/columns kept as negatives.
     alpha = torch.softmax((Wd @ P.transpose(1, 2)) / temperature, dim=-1)  # [B,W,M]
     cw = l2n(alpha @ P)  # [B,W,D]
     sw = (Wd @ cw.transpose(1, 2)) / temperature  # [B,W,W]
@@ -129,9 +129,9 @@ def cta_loss(P, Wd, word_attn, pad_mask, encoder, temperature: float, bidirectio
         omega = word_weights(word_attn)
     loss_word = weighted_two_way_ce(sw, omega)
     if not bidirectional:
-        return loss_word  # §3.3: with bidirectional = False the local loss is L_word alone
+        return loss_word  # with bidirectional = False the local loss is L_word alone
 
-    # Patch side (§3.2): -inf on padded word slots.
+    # Patch side: -inf on padded word slots.
     gamma = P @ Wd.transpose(1, 2)  # [B,M,W]
     gamma = gamma.masked_fill(pad_mask[:, None, :], float("-inf"))
     beta = torch.softmax(gamma / temperature, dim=-1)
@@ -149,7 +149,7 @@ def cta_loss(P, Wd, word_attn, pad_mask, encoder, temperature: float, bidirectio
 
 
 # --------------------------------------------------------------------------------------
-# CPA (§4)
+# CPA
 # --------------------------------------------------------------------------------------
 @torch.no_grad()
 def sinkhorn(q: torch.Tensor, iters: int) -> torch.Tensor:
@@ -179,12 +179,12 @@ def cpa_loss(v, t, C, temperature: float, epsilon: float, iters: int):
 
 
 # --------------------------------------------------------------------------------------
-# Whole objective (§5)
+# Whole objective
 # --------------------------------------------------------------------------------------
 def mgca_objective(img_emb, report_emb, patch_emb, word_emb, protos_normalised,
                    word_attn, pad_mask, encoder, hparams: dict, vit_cls_attn=None):
     """Returns the logged quantities: loss_ita/local/proto are already multiplied by their
-    lambda (as the reference logs them, spec §5) and loss_total is their sum."""
+    lambda (as the reference logs them) and loss_total is their sum."""
     hp = validate_hparams(hparams)
     v = l2n(img_emb)
     t = l2n(report_emb)
@@ -352,7 +352,7 @@ every reference fixture in `/work/shared/fixtures/losses` within the fixture tol
 (`--check`). They test the Rust port on sizes and hyper-parameters the reference fixtures do not
 cover: other batch sizes (B = 5, the smallest that top-5 accuracy allows, 7, 8 and 10) and
 sizes M, W, D, K, non-default temperatures, Sinkhorn epsilon and iteration count, lambdas
-other than 1, and `bidirectional = false` (local loss = word side only, spec §3.3).
+other than 1, and `bidirectional = false` (local loss = word side only).
 
 The layout is exactly the reference fixtures' (see `/work/shared/fixtures/losses/README.md`):
 float32 `in.*`, `out.*` and `grad.*` tensors, and the case's JSON (sizes, seed, word lengths,

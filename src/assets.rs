@@ -1,8 +1,9 @@
 //! Real files that registry packages ship (models, label files), fetched by
 //! `cargo xtask assets` into a cache outside the repository, never committed.
 //!
-//! The cache is `$MGCA_ASSETS`, else `$HOME/.cache/mgca-assets`. Spec: the fixtures' README
-//! ("Real assets that registry packages ship").
+//! The cache is `$MGCA_ASSETS`, else `$HOME/.cache/mgca-assets`. Book: "Checkpoints and
+//! weight loading" (where real weights come from).
+//!
 //! **Deviation:** none.
 
 use std::path::PathBuf;

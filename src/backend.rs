@@ -3,7 +3,9 @@
 //!
 //! burn is pinned to 0.21.0: the newest release whose CUDA backend compiles offline (cubecl
 //! 0.10 generates CUDA C++ that NVRTC compiles at run time; 0.22's backend downloads an LLVM
-//! bundle at build time). Spec: `hyperparameters.md` §4 (the reference ran fp32).
+//! bundle at build time). Book: "Building, backends and numerics" (the reference ran fp32,
+//! Lightning's default precision).
+//!
 //! **Deviation:** none — fp32 everywhere, as the reference.
 
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};

@@ -9,7 +9,8 @@
 //! `name` is one plain folder name, so `OUT/<name>` stays inside `--out`; devices are distinct
 //! and fit the shards; paths are not empty.
 //!
-//! Spec: `hyperparameters.md` §1 (the values the presets hold).
+//! Book: "Pretraining" (running it). Reference: `mgca/models/mgca/mgca_module.py`, `cli_main` and
+//! `MGCA.add_model_specific_args` (the values the presets hold), at HKU-MedAI/MGCA `680fe4a6ee0c`.
 //!
 //! **Deviation:** none.
 

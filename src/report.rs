@@ -1,7 +1,7 @@
 //! Reports: the statistics that say whether a run did what it should, and the Markdown
 //! `report.md` that `cargo xtask reproduce` writes from the run folders.
 //!
-//! Tests (one-sided, Student's t from statrs):
+//! Tests (Student's t from statrs, in [`crate::metrics::ttest`]):
 //! - **the loss falls**: the least-squares slope `b` of loss against step, with
 //!   `t = b / SE(b)`, `SE(b) = √(Σr² / (n − 2) / Σ(x − x̄)²)`; passes when `b < 0` at `p < 0.01`;
 //! - **above chance**: the mean `m` of a sample (the last epochs' retrieval acc@1) against
@@ -11,60 +11,13 @@
 //!   against the paper's value `μ₀`: `t = (x̄ − μ₀) / (s / √n)` with `n − 1` degrees of freedom.
 //!
 //! Book: "Pretraining" (the smoke report) and "Linear probing" (the Table 1 report).
+//!
 //! **Deviation:** none (reporting has no reference counterpart).
 
 use std::path::Path;
 
-use statrs::distribution::{ContinuousCDF, StudentsT};
-
+pub use crate::metrics::ttest::{TTest, above_chance, falling_slope, one_sample_t};
 use crate::train::log::read_column;
-
-/// A one-sided t-test's result.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct TTest {
-    /// The estimate (slope, or mean minus chance).
-    pub estimate: f64,
-    pub t: f64,
-    /// One-sided p-value in the tested direction.
-    pub p: f64,
-    pub n: usize,
-}
-
-impl TTest {
-    /// Passes at level `alpha` in the tested direction.
-    pub fn passes(&self, alpha: f64) -> bool {
-        self.p < alpha
-    }
-}
-
-fn t_cdf(t: f64, freedom: f64) -> f64 {
-    StudentsT::new(0.0, 1.0, freedom).expect("valid degrees of freedom").cdf(t)
-}
-
-/// Test that `ys` decrease with `xs` (slope < 0).
-pub fn falling_slope(xs: &[f64], ys: &[f64]) -> TTest {
-    let n = xs.len().min(ys.len());
-    assert!(n >= 3, "a slope test needs 3 points");
-    let (mx, my) = (xs[..n].iter().sum::<f64>() / n as f64, ys[..n].iter().sum::<f64>() / n as f64);
-    let sxx: f64 = xs[..n].iter().map(|x| (x - mx).powi(2)).sum();
-    let sxy: f64 = xs[..n].iter().zip(&ys[..n]).map(|(x, y)| (x - mx) * (y - my)).sum();
-    let b = sxy / sxx;
-    let a = my - b * mx;
-    let rss: f64 = xs[..n].iter().zip(&ys[..n]).map(|(x, y)| (y - a - b * x).powi(2)).sum();
-    let se = (rss / (n as f64 - 2.0) / sxx).sqrt();
-    let t = b / se;
-    TTest { estimate: b, t, p: t_cdf(t, n as f64 - 2.0), n }
-}
-
-/// Test that the mean of `sample` is above `chance`.
-pub fn above_chance(sample: &[f64], chance: f64) -> TTest {
-    let n = sample.len();
-    assert!(n >= 2, "a t-test needs 2 values");
-    let m = sample.iter().sum::<f64>() / n as f64;
-    let var = sample.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (n as f64 - 1.0);
-    let t = (m - chance) / (var / n as f64).sqrt();
-    TTest { estimate: m - chance, t, p: 1.0 - t_cdf(t, n as f64 - 1.0), n }
-}
 
 /// The two checks of a pretraining run's `metrics.csv`: the loss falls over the run, and the
 /// last `tail` steps' acc@1 is above `chance` (percent).
@@ -194,19 +147,6 @@ pub fn paper_cells(table: &str, method: &str) -> Result<Vec<PaperCell>, String> 
     Ok(cells)
 }
 
-/// A two-sided one-sample t-test of `sample` against `mu` (needs two or more values).
-pub fn one_sample_t(sample: &[f64], mu: f64) -> Option<TTest> {
-    let n = sample.len();
-    if n < 2 {
-        return None;
-    }
-    let mean = sample.iter().sum::<f64>() / n as f64;
-    let sd = (sample.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt();
-    let t = (mean - mu) / (sd / (n as f64).sqrt());
-    let p = if t.is_finite() { 2.0 * (1.0 - t_cdf(t.abs(), (n - 1) as f64)) } else { 0.0 };
-    Some(TTest { estimate: mean - mu, t, p, n })
-}
-
 /// The report's band around the paper's value: ±2.0 at 1 % of the labels, ±1.0 otherwise.
 pub fn table1_band(fraction: &str) -> f64 {
     if fraction == "1%" { 2.0 } else { 1.0 }
@@ -285,19 +225,28 @@ pub fn table1_section(out: &Path) -> Result<String, String> {
 mod tests {
     use super::*;
 
+    /// The 18 shipped cells: each resolves on both tiers, and together they are exactly the
+    /// paper's Table 1 MGCA cells under the names this report looks for.
     #[test]
-    fn t_tests_detect_what_they_should() {
-        let xs: Vec<f64> = (0..50).map(|i| i as f64).collect();
-        let noise = |i: usize| ((i * 7919) % 13) as f64 / 13.0 - 0.5;
-        let falling: Vec<f64> = xs.iter().enumerate().map(|(i, x)| 10.0 - 0.05 * x + noise(i)).collect();
-        let flat: Vec<f64> = xs.iter().enumerate().map(|(i, _)| 10.0 + noise(i)).collect();
-        let f = falling_slope(&xs, &falling);
-        assert!(f.passes(0.01) && (f.estimate + 0.05).abs() < 0.01, "{f:?}");
-        assert!(!falling_slope(&xs, &flat).passes(0.01));
-        let acc: Vec<f64> = (0..20).map(|i| 30.0 + noise(i) * 10.0).collect();
-        assert!(above_chance(&acc, 12.5).passes(0.01));
-        assert!(!above_chance(&acc, 30.0).passes(0.01));
-        // Student's t: P(T ≤ 2.0) with 10 degrees of freedom is 0.963306 (tables).
-        assert!((t_cdf(2.0, 10.0) - 0.963306).abs() < 1e-5);
+    fn the_shipped_cells_are_table_1() {
+        use crate::downstream::finetune::FinetuneConfig;
+        use crate::downstream::linear::experiment::LinearExperiment;
+        use crate::experiment::Tier;
+        let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("reproductions/configs/linear");
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let experiment = LinearExperiment::read(&path).unwrap_or_else(|e| panic!("{e}"));
+            let smoke = experiment.resolve(Tier::Smoke, None, 0).unwrap();
+            assert_eq!(smoke.finetune, FinetuneConfig::smoke());
+            let paper = experiment.resolve(Tier::Paper, None, 0).unwrap();
+            assert_eq!((paper.finetune.batch_size, paper.finetune.learning_rate), (48, 5e-4));
+            assert_eq!(paper.encoder, experiment.encoder);
+            names.push(experiment.name.clone());
+        }
+        names.sort();
+        let mut want: Vec<String> = paper_cells("T1_linear_cls", "MGCA").unwrap().iter().map(table1_run_name).collect();
+        want.sort();
+        assert_eq!(names, want);
     }
 }

@@ -15,7 +15,8 @@
 //!   from σ as Gwosdek et al., 24-bit fixed-point weights, edge pixels repeated), first along
 //!   rows, then along columns.
 //!
-//! Spec: `data.md` §1.4 (the moco-v2 row and the blur bug below it).
+//! Book: "Data: splits, images and masks". Reference: `mgca/datasets/transforms.py`,
+//! `Moco2Transform` and `GaussianBlur` (and the blur bug), at HKU-MedAI/MGCA `680fe4a6ee0c`.
 //!
 //! **Deviation:** the random draws come from this crate's MT19937, not from torch's and
 //! Python's generators, so a run's augmentations differ from the reference's by chance (the

@@ -8,7 +8,8 @@
 //! (`row, path, status`) that says which rows were skipped and why. The file is written under a
 //! temporary name and renamed when complete.
 //!
-//! Spec: `data.md` §1.1–§1.4 (the 256 px geometry the cache stores; crops at load time).
+//! Book: "Data: splits, images and masks" (the 256 px geometry the cache stores; crops at load
+//! time). Reference: `mgca/datasets/utils.py`, `resize_img` and `get_imgs`, at HKU-MedAI/MGCA `680fe4a6ee0c`.
 //!
 //! **Deviation:** none: the cached record is exactly `resize_img(256)` of the decoded image,
 //! so a crop of it equals the reference's crop of its in-memory image.

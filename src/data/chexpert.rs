@@ -8,17 +8,20 @@
 //! then drops the training rows by *index label* — which, after the removal left gaps in the
 //! index, are mostly other rows. Validation therefore overlaps training.
 //!
-//! Spec: `data.md` §3.1–§3.3, §1.5.
+//! Book: "Data: splits, images and masks". Reference: `mgca/preprocess/chexpert.py`,
+//! `preprocess_chexpert_data` and `preprocess_chexpert_5x200_data`, and
+//! `mgca/datasets/classification_dataset.py`, `CheXpertImageDataset`, at HKU-MedAI/MGCA `680fe4a6ee0c`.
 //!
 //! **Deviation:** none by default; `--fix-leaks` drops the validation rows by position. On a
 //! table smaller than the real one (the synthetic datasets) the 200 per task and the 5,000
 //! validation rows are scaled in proportion ([`scaled_count`]).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 use super::DataError;
 use super::sampling::{LegacyRng, scaled_count};
+use super::tables::{DatasetTables, PrepareOptions, Sources, Table, Task};
 
 /// The five competition tasks, in the reference's target order.
 pub const TASKS: [&str; 5] = ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion"];
@@ -155,6 +158,52 @@ pub fn split(labels: &Labels, fix_leaks: bool) -> (Vec<usize>, Vec<usize>) {
     };
     let train = rest.into_iter().filter(|i| !dropped.contains(i)).collect();
     (train, valid)
+}
+
+/// `CheXpert`'s prepared tables for `mgca data prepare`: the reference's training and validation split of `train.csv`, the official `valid.csv` as
+/// test, frontal views only, and the 1 % and 10 % training subsets.
+pub fn tables(options: &PrepareOptions, sources: &mut Sources) -> Result<DatasetTables, DataError> {
+    let mut sampling = BTreeMap::new();
+    if options.task != Task::Classification {
+        return Err(DataError::file(&options.root, "CheXpert has a classification task only"));
+    }
+    let train_labels = read_labels(&sources.read("train.csv")?)?;
+    let test_labels = read_labels(&sources.read("valid.csv")?)?;
+    let (train, valid) = split(&train_labels, options.fix_leaks);
+    let header: Vec<String> = std::iter::once("path".to_string()).chain(TASKS.iter().map(|t| t.to_string())).collect();
+    let table = |labels: &Labels, positions: &[usize]| Table {
+        header: header.clone(),
+        rows: positions
+            .iter()
+            .map(|&i| &labels.rows[i])
+            .filter(|r| r.frontal)
+            .map(|r| {
+                std::iter::once(relative_path(&r.path).to_string())
+                    .chain(labels.targets(r).iter().map(|v| format!("{v:.1}")))
+                    .collect()
+            })
+            .collect(),
+        class_column: None,
+    };
+    let train_table = table(&train_labels, &train);
+    sampling.insert(
+        "split".into(),
+        "5×200 rows removed (pandas sample(n=200, random_state=0) per task); 5,000 validation positions from NumPy's generator seeded 0; frontal views kept; test = the official valid.csv".into(),
+    );
+    sampling.insert("subsets".into(), "pandas sample(frac=p, random_state=42) of the frontal training rows".into());
+    let tables = vec![
+        ("train.csv", train_table.clone()),
+        ("valid.csv", table(&train_labels, &valid)),
+        ("test.csv", table(&test_labels, &(0..test_labels.rows.len()).collect::<Vec<_>>())),
+        ("train_1pct.csv", train_table.pandas_sample(0.01)),
+        ("train_10pct.csv", train_table.pandas_sample(0.1)),
+    ];
+    let leaks = if options.fix_leaks {
+        "fixed: the validation rows are dropped from training by position".to_string()
+    } else {
+        "reproduced: training rows dropped by index label, so most validation rows stay in training".to_string()
+    };
+    Ok(DatasetTables { tables, sampling, leaks, origins: Default::default() })
 }
 
 #[cfg(test)]

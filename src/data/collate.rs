@@ -3,7 +3,8 @@
 //! batch sorted by that length (longest first), and the word-piece grouping computed from the
 //! token strings on the data side.
 //!
-//! Spec: `data.md` §2.4 (tokenisation, collation), `architecture.md` §4 (word merging).
+//! Book: "Data: splits, images and masks" and "Text encoder: BERT and the tokenizer". Reference:
+//! `mgca/datasets/pretrain_dataset.py`, `multimodal_collate_fn`, at HKU-MedAI/MGCA `680fe4a6ee0c`.
 //!
 //! **Deviation:** the reference sorts with PyTorch's default (unstable) sort, whose order among
 //! captions of equal length depends on the PyTorch build; ours is stable (ties keep batch

@@ -5,7 +5,8 @@
 //! `x₈ = saturate(round(|x · 255 / max x|))`, `x₈ ← 255 − x₈` if MONOCHROME1;
 //! `t = (x₈ / 255 − 0.5) / 0.5` on each of 3 identical channels.
 //!
-//! Spec: `data.md` §1.2 (JPEG path), §1.3 (DICOM path), §1.4 (crops, normalisation).
+//! Book: "Data: splits, images and masks". Reference: `mgca/datasets/utils.py`, `get_imgs` (JPEG
+//! path) and `read_from_dicom` (DICOM path), and `transforms.py` (crops, normalisation), at HKU-MedAI/MGCA `680fe4a6ee0c`.
 //!
 //! Every reader refuses what would otherwise decode to a silently wrong image: a JPEG that
 //! ends before its end-of-image marker (the decoder would pad its lower part with grey, as

@@ -3,8 +3,10 @@
 //! moco-v2 style transform for CheXpert training, a random 224 crop for RSNA and COVIDx
 //! training, the centre crop for validation and test.
 //!
-//! Spec: `data.md` §1.4 (transforms), §3.3, §4.3, §5.3 (targets), §8 (loader settings: train
-//! and valid drop the last partial batch, test keeps it).
+//! Book: "Data: splits, images and masks" and "Linear probing". Reference:
+//! `mgca/datasets/classification_dataset.py` (`CheXpertImageDataset`, `RSNAImageDataset`,
+//! `COVIDXImageDataset`: targets), `transforms.py` (`DataTransforms`, `Moco2Transform`) and
+//! `data_module.py`, `DataModule` (train and valid drop the last partial batch, test keeps it), at HKU-MedAI/MGCA `680fe4a6ee0c`.
 //!
 //! **Deviation:** none in what a batch holds. As with [`super::pairs`], rows whose image could
 //! not be read when the cache was built are skipped and counted.

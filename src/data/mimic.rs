@@ -10,18 +10,23 @@
 //! on periods, each sentence lower-cased and tokenised into `\w+` words (non-ASCII removed),
 //! sentences of one token dropped; a study with fewer than 3 tokens in all is dropped.
 //!
-//! Spec: `data.md` §2.1–§2.4.
+//! Book: "Data: splits, images and masks". Reference: `mgca/preprocess/utils.py`,
+//! `extract_mimic_text`, `section_text` and `custom_mimic_cxr_rules`; `mimic_cxr.py`, `main`;
+//! `mgca/datasets/pretrain_dataset.py`, `MultimodalPretrainingDataset.create_path_2_sent_mapping`,
+//! at HKU-MedAI/MGCA `680fe4a6ee0c`.
 //!
 //! **Deviation:** report files are visited in sorted order (the reference uses directory-listing
 //! order, which only changes the row order of `mimic_cxr_sectioned.csv`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use super::DataError;
+use super::sampling::pandas_sample;
+use super::tables::{DatasetTables, PrepareOptions, Sources, Table, Task};
 
 /// The 54 studies with hand-curated sections, which the reference leaves out of
-/// `mimic_cxr_sectioned.csv` (data.md §2.2.1).
+/// `mimic_cxr_sectioned.csv` (reference: `mgca/preprocess/utils.py`, `custom_mimic_cxr_rules`).
 pub const EXCLUDED_STUDIES: [&str; 54] = [
     "s50525523",
     "s57564132",
@@ -451,11 +456,68 @@ pub fn read_images(root: &Path) -> Result<Vec<Image>, DataError> {
     Ok(images)
 }
 
+/// `MIMIC-CXR`'s prepared tables for `mgca data prepare`: the official split (validate and test merged into valid), the pretraining pairs with their
+/// captions, and the 1 % and 10 % training subsets.
+pub fn tables(options: &PrepareOptions, sources: &mut Sources) -> Result<DatasetTables, DataError> {
+    let mut sampling = BTreeMap::new();
+    if options.task != Task::Pretraining {
+        return Err(DataError::file(&options.root, "MIMIC-CXR is used for pretraining only"));
+    }
+    sources.read(&csv_name(&options.root, "mimic-cxr-2.0.0-metadata.csv"))?;
+    sources.read(&csv_name(&options.root, "mimic-cxr-2.0.0-split.csv"))?;
+    let images = read_images(&options.root)?;
+    let origins = HashMap::from_iter(images.iter().map(|im| (im.path.clone(), im.source.clone())));
+    let header =
+        ["path", "dicom_id", "subject_id", "study_id", "ViewPosition", "caption", "tokens"].map(String::from).to_vec();
+    let row = |im: &Image| -> Option<Vec<String>> {
+        let (sentences, tokens) = im.caption.as_ref()?;
+        Some(vec![
+            im.path.clone(),
+            im.dicom_id.clone(),
+            im.subject_id.clone(),
+            im.study_id.clone(),
+            im.view.clone(),
+            sentences.join(" "),
+            tokens.to_string(),
+        ])
+    };
+    let of = |split: &str| images.iter().filter(|im| im.split == split).collect::<Vec<_>>();
+    let (train, valid) = (of("train"), of("valid"));
+    let table = |rows: &[&Image]| Table {
+        header: header.clone(),
+        rows: rows.iter().filter_map(|im| row(im)).collect(),
+        class_column: None,
+    };
+    // The reference samples the split's rows, then keeps those with a caption.
+    let subset = |frac: f64| {
+        let picked: Vec<&Image> = pandas_sample(train.len(), frac, 42).into_iter().map(|i| train[i]).collect();
+        table(&picked)
+    };
+    sampling.insert(
+        "split".into(),
+        "the official split, validate and test merged into valid; frontal (PA/AP) images whose report has an impression or findings and whose caption has at least 3 tokens".into(),
+    );
+    sampling.insert(
+        "subsets".into(),
+        "pandas sample(frac=p, random_state=42) of the training images, then the caption filter".into(),
+    );
+    let tables = vec![
+        ("train.csv", table(&train)),
+        ("valid.csv", table(&valid)),
+        ("test.csv", table(&[])),
+        ("train_1pct.csv", subset(0.01)),
+        ("train_10pct.csv", subset(0.1)),
+    ];
+    let leaks =
+        "none: there is no MIMIC test set (the official test split is part of valid, as in the reference)".to_string();
+    Ok(DatasetTables { tables, sampling, leaks, origins })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// data.md §2.4's example.
+    /// A report's sentences as `create_path_2_sent_mapping` cleans and counts them.
     #[test]
     fn caption_example() {
         let (sentences, count) = caption(

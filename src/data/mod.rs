@@ -1,7 +1,9 @@
 //! Data: the datasets in their published layouts, the reference's splits and subsets bit for
 //! bit, and its image geometry pixel for pixel.
 //!
-//! Spec: `data.md`.
+//! Book: "Data: splits, images and masks". Reference: `mgca/preprocess/` and `mgca/datasets/`,
+//! at HKU-MedAI/MGCA `680fe4a6ee0c`.
+//!
 //! **Deviation:** none at this level; each module states its own.
 
 use std::fmt;
@@ -25,6 +27,7 @@ pub mod samples;
 pub mod sampling;
 pub mod siim;
 pub mod synth;
+pub mod tables;
 pub mod targets;
 
 /// A problem with an input file: names the file and, where there is one, the line.

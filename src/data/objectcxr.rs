@@ -5,18 +5,21 @@
 //! rectangles (0) and ellipses (1) become their bounding box `[min x, min y, w, h]`; polygons (2)
 //! become a box centred on the pole of inaccessibility of the polyline buffered by 100 px
 //! (Shapely), which this crate does not reimplement: their boxes come from a table computed once
-//! with Shapely (`golden/python/objectcxr/polygon_boxes.py`), as the spec advises.
+//! with Shapely (`golden/python/objectcxr/polygon_boxes.py`), so the numbers are Shapely's own.
 //!
-//! Spec: `data.md` §7.1–§7.4, §1.5.
+//! Book: "Data: splits, images and masks". Reference: `mgca/preprocess/object_cxr.py`
+//! (`rectangle_box`, `polylabel_box`, `annotation_to_bbox`, `main`) and
+//! `mgca/datasets/detection_dataset.py`, `OBJCXRDetectionDataset`, at HKU-MedAI/MGCA `680fe4a6ee0c`.
 //!
 //! **Deviation:** polygon boxes are read from the Shapely table rather than computed; without
 //! the table, a polygon annotation is an error naming the file and line.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use super::DataError;
-use super::sampling::{SplitSize, train_test_split};
+use super::sampling::{SplitSize, global_choice_second_draw, train_test_split};
+use super::tables::{DatasetTables, PrepareOptions, Sources, Table, Task};
 
 /// One image and its boxes `[x, y, w, h]` in pixels (empty: no object).
 #[derive(Debug, Clone, PartialEq)]
@@ -165,6 +168,68 @@ pub fn split(n: usize) -> (Vec<usize>, Vec<usize>) {
     train_test_split(n, SplitSize::TestFraction(0.1), 0)
 }
 
+/// `Object-CXR`'s prepared tables for `mgca data prepare`: a 90/10 split of `train.csv`, `dev.csv` as test, and the 1 % and 10 % training subsets.
+pub fn tables(options: &PrepareOptions, sources: &mut Sources) -> Result<DatasetTables, DataError> {
+    let mut sampling = BTreeMap::new();
+    if options.task != Task::Detection {
+        return Err(DataError::file(&options.root, "Object-CXR has a detection task only"));
+    }
+    let polygons = match &options.polygon_boxes {
+        // Hashed as a source (an absolute path stays absolute under the root).
+        Some(p) => Some(read_polygon_boxes(&sources.read(&p.to_string_lossy())?)?),
+        None => None,
+    };
+    let train_list = read_list(&sources.read("train.csv")?, polygons.as_ref())?;
+    let dev_list = read_list(&sources.read("dev.csv")?, polygons.as_ref())?;
+    let (train, valid) = split(train_list.len());
+    let header = ["path", "image_name", "Target", "boxes_xywh"].map(String::from).to_vec();
+    let table = |entries: &[Entry], folder: &str, positions: &[usize]| Table {
+        header: header.clone(),
+        rows: positions
+            .iter()
+            .map(|&i| {
+                let e = &entries[i];
+                let boxes: Vec<String> = e
+                    .boxes
+                    .iter()
+                    .map(|b| format!("[{}]", b.iter().map(|v| format!("{v}")).collect::<Vec<_>>().join(", ")))
+                    .collect();
+                vec![
+                    format!("{folder}/{}", e.image_name),
+                    e.image_name.clone(),
+                    u8::from(!e.boxes.is_empty()).to_string(),
+                    format!("[{}]", boxes.join(", ")),
+                ]
+            })
+            .collect(),
+        class_column: Some(2),
+    };
+    let subset = |frac: f64| -> Vec<usize> {
+        global_choice_second_draw(train.len(), frac, 42).into_iter().map(|i| train[i]).collect()
+    };
+    sampling.insert(
+        "split".into(),
+        "train_test_split(test_size=0.1, random_state=0) of train.csv: first part train, second valid (images from train/); test = dev.csv (images from dev/)".into(),
+    );
+    sampling.insert(
+        "subsets".into(),
+        "global NumPy choice(n, int(p·n), replace=False) after seed 42, second draw (the training set is built twice)"
+            .into(),
+    );
+    if options.polygon_boxes.is_some() {
+        sampling.insert("polygon_boxes".into(), "from the Shapely table given with --polygon-boxes".into());
+    }
+    let tables = vec![
+        ("train.csv", table(&train_list, "train", &train)),
+        ("valid.csv", table(&train_list, "train", &valid)),
+        ("test.csv", table(&dev_list, "dev", &(0..dev_list.len()).collect::<Vec<_>>())),
+        ("train_1pct.csv", table(&train_list, "train", &subset(0.01))),
+        ("train_10pct.csv", table(&train_list, "train", &subset(0.1))),
+    ];
+    let leaks = "none known for Object-CXR".to_string();
+    Ok(DatasetTables { tables, sampling, leaks, origins: Default::default() })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,7 +251,7 @@ mod tests {
             let err = boxes(p, 9, "c.jpg", bad, None).unwrap_err().to_string();
             assert!(err.contains("line 9"), "{bad}: {err}");
         }
-        // data.md §7.3: 8,000 training images give 7,200 / 800.
+        // The reference's split of the real table: 8,000 training images give 7,200 / 800.
         let (train, valid) = split(8_000);
         assert_eq!((train.len(), valid.len()), (7_200, 800));
     }

@@ -3,7 +3,9 @@
 //! normalised on worker threads, captions tokenised, the batch sorted by caption length with
 //! the images in the same order.
 //!
-//! Spec: `data.md` §2.4 (pretraining dataset, collation, `drop_last` for train and valid).
+//! Book: "Data: splits, images and masks". Reference: `mgca/datasets/pretrain_dataset.py`,
+//! `MultimodalPretrainingDataset` and `multimodal_collate_fn`, and `data_module.py`, `DataModule`
+//! (`drop_last` for train and valid), at HKU-MedAI/MGCA `680fe4a6ee0c`.
 //!
 //! **Deviation:** none in what a batch holds. Rows whose image could not be read when the
 //! cache was built are skipped and counted ([`PairDataset::skipped`]), where the reference would

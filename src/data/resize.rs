@@ -11,7 +11,8 @@
 //! path (block means); and, when a side is enlarged, OpenCV's fallback to bilinear
 //! interpolation in 11-bit fixed point.
 //!
-//! Spec: `data.md` §1.1 (resize and pad), §1.2 (JPEG path), §1.4 (crops).
+//! Book: "Data: splits, images and masks". Reference: `mgca/datasets/utils.py`, `resize_img` and
+//! `get_imgs`, and `transforms.py`, `DataTransforms` (crops), at HKU-MedAI/MGCA `680fe4a6ee0c`.
 //!
 //! **Deviation:** none.
 
@@ -373,9 +374,9 @@ pub fn resize_and_pad(img: &Gray, size: usize) -> Result<Gray, String> {
 mod tests {
     use super::*;
 
-    /// data.md §1.1's examples (S = 256).
+    /// `resize_img`'s geometry at S = 256 on real image sizes.
     #[test]
-    fn target_sizes_follow_the_spec() {
+    fn target_sizes_follow_resize_img() {
         assert_eq!(target_size(3056, 2544, 256), (256, 213));
         assert_eq!(target_size(2544, 3056, 256), (213, 256));
         assert_eq!(target_size(1024, 1024, 256), (256, 256));

@@ -4,10 +4,11 @@
 //! `pos ← pos + sₖ; pixels[pos, pos + lₖ) ← 1; pos ← pos + lₖ`, then flat index `f` is row
 //! `f mod height`, column `⌊f / height⌋` (the reference reshapes row-major and transposes).
 //!
-//! Spec: `data.md` §6.3 (RLE decoding, the 4 × 4 unit test, negatives).
+//! Book: "Data: splits, images and masks" (with a 4 × 4 worked example). Reference:
+//! `mgca/datasets/segmentation_dataset.py`, `SIIMImageDataset.rle2mask`, at HKU-MedAI/MGCA `680fe4a6ee0c`.
 //!
 //! **Deviation:** none. A negative is recognised by its whitespace-stripped value `-1`, as the
-//! spec's "intended behaviour" says (the released code compares with `"-1"` against values
+//! reference intends (the released code compares with `"-1"` against values
 //! that carry a leading space, and cannot run on the real CSV).
 
 use std::fmt;
@@ -100,9 +101,9 @@ pub fn decode(value: &str, width: usize, height: usize) -> Result<Vec<u8>, RleEr
 mod tests {
     use super::*;
 
-    /// data.md §6.3's unit test.
+    /// The book's 4 × 4 example.
     #[test]
-    fn the_spec_example() {
+    fn the_book_example() {
         let mask = decode("1 2 3 1", 4, 4).unwrap();
         assert_eq!(mask, [0, 0, 0, 0, 1, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0]);
     }

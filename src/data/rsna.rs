@@ -8,15 +8,19 @@
 //! 30 % held out (classification) or 2 × 5,337 patients (detection and segmentation), the
 //! held-out part halved with the *first* half becoming test.
 //!
-//! Spec: `data.md` §4.1–§4.5, §1.5.
+//! Book: "Data: splits, images and masks". Reference: `mgca/preprocess/rsna.py` (`create_bbox`,
+//! `preprocess_rsna_data`, `prepare_detection_pkl`, `prepare_detection_data`) and the RSNA datasets
+//! in `mgca/datasets/`, at HKU-MedAI/MGCA `680fe4a6ee0c`.
 //!
 //! **Deviation:** none on the real file. On a smaller table (the synthetic datasets) the
-//! detection hold-out is scaled in proportion ([`scaled_count`]). The spec's split sizes (18,678 / 4,003 / 4,003 and 16,010 / 5,337 /
+//! detection hold-out is scaled in proportion ([`scaled_count`]). The reference's split sizes (18,678 / 4,003 / 4,003 and 16,010 / 5,337 /
 //! 5,337) are tests on the real label file.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::sampling::{SplitSize, scaled_count, train_test_split};
+use super::sampling::{SplitSize, global_choice_second_draw, pandas_sample, scaled_count, train_test_split};
+use super::tables::{DatasetTables, PrepareOptions, Sources, Table, Task};
 use super::{DataError, Splits};
 
 /// One patient of the per-patient table.
@@ -147,6 +151,68 @@ pub fn split(patients: usize, partition: Partition) -> Splits {
         valid: valid.into_iter().map(|i| held[i]).collect(),
         test: test.into_iter().map(|i| held[i]).collect(),
     }
+}
+
+/// `RSNA`'s prepared tables for `mgca data prepare`: the classification split (`preprocess_rsna_data`) or the detection split shared by detection
+/// and segmentation (`prepare_detection_data`), and their 1 % and 10 % training subsets.
+pub fn tables(options: &PrepareOptions, sources: &mut Sources) -> Result<DatasetTables, DataError> {
+    let mut sampling = BTreeMap::new();
+    let labels = sources.read("stage_2_train_labels.csv")?;
+    let patients = read_labels(&labels)?;
+    let partition = match options.task {
+        Task::Classification => Partition::Classification,
+        Task::Detection | Task::Segmentation => Partition::Detection,
+        Task::Pretraining => {
+            return Err(DataError::file(&options.root, "RSNA has no pretraining task (MIMIC-CXR has)"));
+        }
+    };
+    let s = split(patients.len(), partition);
+    let header = ["path", "patientId", "Target", "bbox"].map(String::from).to_vec();
+    let table = |positions: &[usize]| Table {
+        header: header.clone(),
+        rows: positions
+            .iter()
+            .map(|&i| {
+                let p = &patients[i];
+                vec![p.path(), p.id.clone(), p.target().to_string(), p.bbox_field()]
+            })
+            .collect(),
+        class_column: Some(2),
+    };
+    let held_out = match partition {
+        Partition::Classification => "test_size=0.3",
+        Partition::Detection => "test_size=10674",
+    };
+    sampling.insert(
+        "split".into(),
+        format!("patients sorted by id; train_test_split({held_out}, random_state=0), then the held-out part train_test_split(test_size=0.5, random_state=0): first part test, second valid"),
+    );
+    let n = s.train.len();
+    let subset = |p: f64| -> Vec<usize> {
+        let picked = if partition == Partition::Classification {
+            pandas_sample(n, p, 42)
+        } else {
+            global_choice_second_draw(n, p, 42)
+        };
+        picked.into_iter().map(|i| s.train[i]).collect()
+    };
+    sampling.insert(
+        "subsets".into(),
+        if partition == Partition::Classification {
+            "pandas sample(frac=p, random_state=42) of train.csv".into()
+        } else {
+            "global NumPy choice(n, int(p·n), replace=False) after seed 42, second draw (the training set is built twice)".into()
+        },
+    );
+    let tables = vec![
+        ("train.csv", table(&s.train)),
+        ("valid.csv", table(&s.valid)),
+        ("test.csv", table(&s.test)),
+        ("train_1pct.csv", table(&subset(0.01))),
+        ("train_10pct.csv", table(&subset(0.1))),
+    ];
+    let leaks = "none known for RSNA".to_string();
+    Ok(DatasetTables { tables, sampling, leaks, origins: Default::default() })
 }
 
 #[cfg(test)]

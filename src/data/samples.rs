@@ -6,7 +6,9 @@
 //! rows of [`super::targets`], normalised by the original size. Segmentation (RSNA, SIIM): the
 //! same image path and the mask drawn at full resolution, area-resized to 224.
 //!
-//! Spec: `data.md` §4.4, §4.5, §6.3, §7.4, §1.4 (detection and segmentation transforms).
+//! Book: "Data: splits, images and masks". Reference: `mgca/datasets/detection_dataset.py`
+//! (`RSNADetectionDataset`, `OBJCXRDetectionDataset`), `segmentation_dataset.py` (`SIIMImageDataset`,
+//! `RSNASegmentDataset`, `get_transforms`) and `transforms.py`, `DetectionDataTransforms`, at HKU-MedAI/MGCA `680fe4a6ee0c`.
 //!
 //! Training segmentation samples first apply, with probability 0.5, the transform's
 //! shift-scale-rotate (no shift, scale in [0.9, 1.1], rotation in [−10°, 10°], zero border;

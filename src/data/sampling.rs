@@ -7,7 +7,8 @@
 //! from the end, drawing `j ∈ [0, i]` by masked rejection (`mask` = the smallest all-ones bit
 //! pattern ≥ i; draw `u = next_u32() & mask` until `u ≤ i`).
 //!
-//! Spec: `data.md` §1.5 (recipes and check values).
+//! Book: "Data: splits, images and masks" (the three recipes). Reference: the `data_pct` subsets
+//! in `mgca/datasets/*_dataset.py` and the splits in `mgca/preprocess/*.py`, at HKU-MedAI/MGCA `680fe4a6ee0c`.
 //!
 //! **Deviation:** none. `choice` on a *global* generator is reproduced by keeping one
 //! [`LegacyRng`] per script and drawing from it in the reference's order (the training dataset
@@ -165,7 +166,7 @@ pub fn global_choice_second_draw(n: usize, frac: f64, seed: u32) -> Vec<usize> {
 mod tests {
     use super::*;
 
-    /// The check values of data.md §1.5, verified there against NumPy.
+    /// Check values computed with NumPy's legacy `RandomState` (the book lists them).
     #[test]
     fn numpy_check_values() {
         assert_eq!(LegacyRng::new(42).permutation(10), vec![8, 1, 5, 0, 7, 2, 9, 4, 3, 6]);
@@ -191,7 +192,7 @@ mod tests {
         assert_eq!(pandas_sample(10, 1.0, 42), LegacyRng::new(42).permutation(10));
     }
 
-    /// RSNA's classification split sizes for 26,684 patients (data.md §4.3): 30 % held out,
+    /// RSNA's classification split sizes for 26,684 patients (`mgca/preprocess/rsna.py`, `preprocess_rsna_data`): 30 % held out,
     /// then halved, the first half becoming test.
     #[test]
     fn rsna_classification_split_sizes() {

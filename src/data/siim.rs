@@ -7,16 +7,19 @@
 //! land in two splits. Training balances positives and negatives (as many negative images as
 //! there are positive ones, drawn with NumPy's global generator) and then subsets by image.
 //!
-//! Spec: `data.md` §6.1–§6.3, §1.5.
+//! Book: "Data: splits, images and masks". Reference: `mgca/preprocess/siim.py`,
+//! `preprocess_pneumothorax_data`, and `mgca/datasets/segmentation_dataset.py`, `SIIMImageDataset`,
+//! at HKU-MedAI/MGCA `680fe4a6ee0c`.
 //!
 //! **Deviation:** the reference compares `EncodedPixels` with `"-1"` without the leading space
 //! the real file has, which makes every row positive and crashes; we compare the stripped value,
-//! as the spec's intended behaviour says. `--fix-leaks` splits over images instead of rows.
+//! as the reference intends. `--fix-leaks` splits over images instead of rows.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 use super::sampling::{LegacyRng, SplitSize, train_test_split};
+use super::tables::{DatasetTables, PrepareOptions, Sources, Table, Task};
 use super::{DataError, Splits, rle};
 
 /// One row of `train-rle.csv`.
@@ -150,6 +153,65 @@ pub fn training_rows(train: &[Row], frac: f64, seed: u32) -> Vec<usize> {
         chosen = balanced;
     }
     chosen
+}
+
+/// `SIIM`'s prepared tables for `mgca data prepare`: the 70/15/15 split, the balanced training set and its 1 % and 10 % subsets.
+pub fn tables(options: &PrepareOptions, sources: &mut Sources) -> Result<DatasetTables, DataError> {
+    let mut sampling = BTreeMap::new();
+    if options.task != Task::Segmentation {
+        return Err(DataError::file(&options.root, "SIIM has a segmentation task only"));
+    }
+    let labels = sources.read("train-rle.csv")?;
+    let rows = read_rle(&labels)?;
+    let paths = if options.root.join("dicom-images-train").is_dir() || options.check_images {
+        image_paths(&options.root)?
+    } else {
+        Default::default()
+    };
+    let s = split(&rows, options.fix_leaks);
+    let header = ["path", "ImageId", " EncodedPixels", "Label"].map(String::from).to_vec();
+    let table = |positions: &[usize]| Table {
+        header: header.clone(),
+        rows: positions
+            .iter()
+            .map(|&i| {
+                let r = &rows[i];
+                let path =
+                    paths.get(&r.image_id).cloned().unwrap_or_else(|| format!("dicom-images-train/{}.dcm", r.image_id));
+                vec![path, r.image_id.clone(), r.encoded.clone(), format!("{:.1}", r.label() as f64)]
+            })
+            .collect(),
+        class_column: Some(3),
+    };
+    let train_rows: Vec<Row> = s.train.iter().map(|&i| rows[i].clone()).collect();
+    let trained = |frac: f64, seed: u32| -> Vec<usize> {
+        training_rows(&train_rows, frac, seed).into_iter().map(|i| s.train[i]).collect()
+    };
+    sampling.insert(
+        "split".into(),
+        format!(
+            "train_test_split over {} (test_size=0.3, random_state=0), then the held-out part train_test_split(test_size=0.5, random_state=0): first part test, second valid",
+            if options.fix_leaks { "images" } else { "rows" }
+        ),
+    );
+    sampling.insert(
+        "subsets".into(),
+        "training set balanced (every positive image, as many negative images by global NumPy choice), then choice of int(p·images) images; seed 42 (0 for 10 %), second draws (the training set is built twice); train_balanced.csv is the 100 % training set".into(),
+    );
+    let tables = vec![
+        ("train.csv", table(&s.train)),
+        ("valid.csv", table(&s.valid)),
+        ("test.csv", table(&s.test)),
+        ("train_1pct.csv", table(&trained(0.01, 42))),
+        ("train_10pct.csv", table(&trained(0.1, 0))),
+        ("train_balanced.csv", table(&trained(1.0, 42))),
+    ];
+    let leaks = if options.fix_leaks {
+        "fixed: split over images, so no image is in two splits".to_string()
+    } else {
+        "reproduced: the split is over CSV rows, so an image with several regions can be in two splits".to_string()
+    };
+    Ok(DatasetTables { tables, sampling, leaks, origins: Default::default() })
 }
 
 #[cfg(test)]

@@ -14,7 +14,8 @@
 //! `test_COVIDx9A.txt`, `train/`, `test/`), MIMIC-CXR-JPG (`files/` tree with reports,
 //! metadata, split and label CSVs), Object-CXR (`train.csv`, `dev.csv`, `train/`, `dev/`).
 //!
-//! Spec: `data.md` §3.1, §4.1, §6.1 (layouts), §6.3 (RLE convention).
+//! Book: "Data: splits, images and masks" (the datasets' real layouts, which these files copy, and
+//! the RLE convention of SIIM's `train-rle.csv`).
 //!
 //! **Deviation:** not a reference component; the images are smaller than the real ones
 //! (320 px for `tiny`, 512 px for `small`), which the pipeline resizes to 256 anyway.

@@ -6,8 +6,9 @@
 //! coordinates truncated; SIIM: the union of the run-length rows), shrunk to 224 with area
 //! interpolation, fractional edges kept.
 //!
-//! Spec: `data.md` §4.4 (RSNA detection), §4.5 (RSNA masks), §6.3 (SIIM masks), §7.4
-//! (Object-CXR detection).
+//! Book: "Data: splits, images and masks". Reference: `mgca/datasets/detection_dataset.py`
+//! (`RSNADetectionDataset.__getitem__`, `OBJCXRDetectionDataset.__getitem__`) and
+//! `segmentation_dataset.py` (`RSNASegmentDataset.__getitem__`, `SIIMImageDataset.rle2mask`), at HKU-MedAI/MGCA `680fe4a6ee0c`.
 //!
 //! **Deviation:** the reference normalises the boxes in place inside its stored array (harmless
 //! with worker processes, shrinking boxes on every access without); here every target is a

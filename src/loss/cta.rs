@@ -7,7 +7,8 @@
 //! Weights ω and π are the encoders' [CLS] attention, clipped to their 10 %–90 % quantiles and
 //! renormalised (ResNet patches: uniform).
 //!
-//! Spec: `losses.md` §3.1–3.3; worked examples §7.3, §7.5, §7.7.
+//! Book: "CTA: token-level alignment" (with the worked examples). Reference:
+//! `mgca/models/mgca/mgca_module.py`, `MGCA.forward` (the local-alignment block), at HKU-MedAI/MGCA `680fe4a6ee0c`.
 //!
 //! **Deviation:** faithful mode reproduces four reference quirks, each an option here:
 //! padded word slots stay in `Sw`/`Sp` as negatives (only their own rows get weight 0, always);
@@ -86,7 +87,7 @@ impl CtaConfig {
         Self { patch_weighting: PatchWeighting::Uniform, normalize_patch_context: true, ..Self::reference_vit() }
     }
 
-    /// CTA as the paper describes it (as the spec reads it): τ₂ = 0.07, sides averaged,
+    /// CTA as the paper describes it: τ₂ = 0.07, sides averaged,
     /// raw attention weights, every attended context normalised.
     pub fn paper(patch_weighting: PatchWeighting) -> Self {
         Self {
@@ -282,6 +283,7 @@ impl CtaConfig {
 mod tests {
     use super::*;
     use crate::backend::{Cpu, cpu_device};
+    use crate::parity::{HAND_WORKED, HAND_WORKED_WEIGHTS};
 
     fn vec2(t: Tensor<Cpu, 2>) -> Vec<f32> {
         t.into_data().to_vec::<f32>().unwrap()
@@ -294,17 +296,17 @@ mod tests {
         }
     }
 
-    /// `losses.md` §7.3: quantile clipping of one sample's word weights.
+    /// The book's worked example: quantile clipping of one sample's word weights.
     #[test]
     fn word_weights_worked_example() {
         let dev = cpu_device();
         let w = Tensor::<Cpu, 2>::from_floats([[0.5, 0.1, 0.0, 0.3, 0.2, 0.0]], &dev);
         let cfg = CtaConfig::reference_vit();
         let omega = vec2(cfg.word_weights(w));
-        assert_all_close(&omega, &[0.411_215, 0.121_495, 0.0, 0.280_374, 0.186_916, 0.0], 1e-6);
+        assert_all_close(&omega, &[0.411_215, 0.121_495, 0.0, 0.280_374, 0.186_916, 0.0], HAND_WORKED_WEIGHTS as f32);
     }
 
-    /// `losses.md` §7.7: the merge example's weights, end to end (and several rows at once,
+    /// The book's word-weight pipeline end to end: the merge example's weights, end to end (and several rows at once,
     /// with different numbers of valid entries).
     #[test]
     fn word_weights_rows_are_independent() {
@@ -314,10 +316,14 @@ mod tests {
             &dev,
         );
         let omega = vec2(CtaConfig::reference_vit().word_weights(w));
-        assert_all_close(&omega[..6], &[0.294_118, 0.294_118, 0.411_765, 0.0, 0.0, 0.0], 1e-6);
-        assert_all_close(&omega[6..12], &[0.411_215, 0.121_495, 0.0, 0.280_374, 0.186_916, 0.0], 1e-6);
+        assert_all_close(&omega[..6], &[0.294_118, 0.294_118, 0.411_765, 0.0, 0.0, 0.0], HAND_WORKED_WEIGHTS as f32);
+        assert_all_close(
+            &omega[6..12],
+            &[0.411_215, 0.121_495, 0.0, 0.280_374, 0.186_916, 0.0],
+            HAND_WORKED_WEIGHTS as f32,
+        );
         // One valid entry: both quantiles equal it, and it gets all the weight.
-        assert_all_close(&omega[12..], &[0.0, 1.0, 0.0, 0.0, 0.0, 0.0], 1e-6);
+        assert_all_close(&omega[12..], &[0.0, 1.0, 0.0, 0.0, 0.0, 0.0], HAND_WORKED_WEIGHTS as f32);
     }
 
     #[test]
@@ -336,8 +342,8 @@ mod tests {
         let invalid = Tensor::<Cpu, 2, Bool>::from_bool([[false, true, false, false, false]].into(), &dev);
         let (lo, hi) = masked_quantiles(w, invalid, [0.25, 0.9]);
         // Sorted valid [1, 2, 3, 4]: rank 0.75 -> 1.75; rank 2.7 -> 3.7.
-        assert!((vec2(lo)[0] - 1.75).abs() < 1e-6);
-        assert!((vec2(hi)[0] - 3.7).abs() < 1e-6);
+        assert!((vec2(lo)[0] - 1.75).abs() < HAND_WORKED_WEIGHTS as f32);
+        assert!((vec2(hi)[0] - 3.7).abs() < HAND_WORKED_WEIGHTS as f32);
     }
 
     #[test]
@@ -346,7 +352,7 @@ mod tests {
         assert_eq!(pi, vec![0.25; 8]);
     }
 
-    /// `losses.md` §7.5: the word side on one sample with a padding-like third slot, which
+    /// The book's worked word-side example on one sample with a padding-like third slot, which
     /// still acts as a negative although its own weight is 0.
     #[test]
     fn word_side_worked_example() {
@@ -359,6 +365,6 @@ mod tests {
         let pi = Tensor::<Cpu, 2>::from_floats([[0.5, 0.5]], &dev);
         let cfg = CtaConfig { bidirectional: false, ..CtaConfig::reference_vit() };
         let loss: f32 = cfg.forward(patches, words, pad, omega, pi).into_scalar();
-        assert!((loss - 1.405_754).abs() < 1e-5, "{loss}");
+        assert!((loss - 1.405_754).abs() < HAND_WORKED as f32, "{loss}");
     }
 }

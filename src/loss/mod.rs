@@ -1,8 +1,9 @@
 //! The MGCA objective: `L = λ₁·L_ITA + λ₂·L_CTA + λ₃·L_CPA`.
 //!
-//! Spec: `losses.md` §5 (total objective, logging) and §6 (order of operations). The inputs are
+//! Book: "The objective at a glance". Reference: `mgca/models/mgca/mgca_module.py`, `MGCA.forward`
+//! and `MGCA.training_step` (total objective, logging, order of operations), at HKU-MedAI/MGCA `680fe4a6ee0c`. The inputs are
 //! the projection heads' outputs *before* L2 normalisation, exactly what the reference's loss
-//! block receives; this module normalises them (`x / max(‖x‖₂, 1e-12)`, architecture §0), then
+//! block receives; this module normalises them (`x / max(‖x‖₂, 1e-12)`, as `F.normalize`), then
 //! runs ITA ([`ita`]), CTA ([`cta`]) and CPA ([`cpa`], with [`sinkhorn`]).
 //!
 //! **Deviation:** the reference computes the word-side similarity `Sw` twice with identical
@@ -27,7 +28,7 @@ pub use sinkhorn::{AllReduce, LocalReduce, SinkhornConfig, SinkhornScope};
 /// How two directions (or two sides) of a symmetric loss are combined.
 ///
 /// The reference sums ITA's two directions and CTA's two sides, where the paper's formulation
-/// (as the spec reads it) averages them (`losses.md` §8 rows 4 and 5).
+/// averages them (book: "The objective at a glance", where the code and the paper differ).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Reduction {

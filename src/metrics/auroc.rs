@@ -99,6 +99,7 @@ pub fn auroc_macro(scores: Matrix<'_>, labels: Matrix<'_>) -> Result<f64, Metric
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::parity::F64_IDENTITY;
 
     /// Exact values worked by hand.
     #[test]
@@ -135,6 +136,6 @@ mod tests {
         let (sm, ym) = (Matrix::new(&s, 4, 2).unwrap(), Matrix::new(&y, 4, 2).unwrap());
         let per = auroc_per_class(sm, ym).unwrap();
         assert_eq!(per.len(), 2);
-        assert!((auroc_macro(sm, ym).unwrap() - (per[0] + per[1]) / 2.0).abs() < 1e-15);
+        assert!((auroc_macro(sm, ym).unwrap() - (per[0] + per[1]) / 2.0).abs() < F64_IDENTITY);
     }
 }

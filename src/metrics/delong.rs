@@ -82,6 +82,7 @@ pub fn delong(scores_a: &[f32], scores_b: &[f32], labels: &[f32]) -> Result<Delo
 mod tests {
     use super::*;
     use crate::metrics::auroc::auroc_class;
+    use crate::parity::F64_IDENTITY;
 
     #[test]
     fn aurocs_match_and_identical_models_tie() {
@@ -89,8 +90,8 @@ mod tests {
         let a = [0.1, 0.8, 0.3, 0.6, 0.9, 0.2, 0.55, 0.4, 0.35, 0.7];
         let b = [0.5, 0.5, 0.2, 0.9, 0.4, 0.6, 0.1, 0.8, 0.3, 0.2];
         let t = delong(&a, &b, &y).unwrap();
-        assert!((t.auroc_a - auroc_class(&a, &y, 0).unwrap()).abs() < 1e-12);
-        assert!((t.auroc_b - auroc_class(&b, &y, 0).unwrap()).abs() < 1e-12);
+        assert!((t.auroc_a - auroc_class(&a, &y, 0).unwrap()).abs() < F64_IDENTITY);
+        assert!((t.auroc_b - auroc_class(&b, &y, 0).unwrap()).abs() < F64_IDENTITY);
         assert!(t.p > 0.0 && t.p < 1.0);
         let same = delong(&a, &a, &y).unwrap();
         assert_eq!((same.z, same.p), (0.0, 1.0));

@@ -6,7 +6,8 @@
 //!   the reference's linear probe reports for CheXpert (5 tasks) and RSNA (1 output);
 //! - [`accuracy`]: top-1 accuracy, as it reports for COVIDx;
 //! - [`bootstrap`]: a seeded percentile bootstrap confidence interval over test images;
-//! - [`delong`]: DeLong's test for two AUROCs measured on the same images.
+//! - [`delong`]: DeLong's test for two AUROCs measured on the same images;
+//! - [`ttest`]: the t-tests of the reproduction report (slope, above chance, against the paper).
 //!
 //! Book: "Linear probing" (metrics). Reference: `mgca/models/ssl_finetuner.py`, class
 //! `SSLFineTuner` (torchmetrics `AUROC` / `Accuracy`) at the pinned reference commit.
@@ -19,6 +20,7 @@ pub mod accuracy;
 pub mod auroc;
 pub mod bootstrap;
 pub mod delong;
+pub mod ttest;
 
 use std::fmt;
 

@@ -20,44 +20,13 @@ use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::{Int, Tensor, backend::Backend};
-use serde::{Deserialize, Serialize};
 
 use super::dropout::{DropoutKey, dropout};
 use crate::weights::{WeightError, WeightReader};
 
-/// Which position (and token-type) embeddings each token receives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PositionIds {
-    /// The reference: every token at position 0, no token-type embedding.
-    Reference,
-    /// Standard BERT: positions 0, 1, 2, …, and token type 0 when the checkpoint has the table.
-    Standard,
-}
-
-/// The shape of a BERT encoder.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BertConfig {
-    /// Vocabulary size (28996 for Bio_ClinicalBERT).
-    pub vocab_size: usize,
-    /// Hidden width (768).
-    pub hidden: usize,
-    /// Layers run (6 of the checkpoint's 12 in MGCA).
-    pub layers: usize,
-    /// Attention heads (12).
-    pub heads: usize,
-    /// Feed-forward width (3072).
-    pub intermediate: usize,
-    /// Rows of the position-embedding table (512).
-    pub max_positions: usize,
-}
+pub use crate::config::encoders::{BertConfig, PositionIds};
 
 impl BertConfig {
-    /// MGCA's text encoder: Bio_ClinicalBERT's widths, 6 layers.
-    pub fn mgca() -> Self {
-        Self { vocab_size: 28996, hidden: 768, layers: 6, heads: 12, intermediate: 3072, max_positions: 512 }
-    }
-
     /// A randomly initialised encoder (with a token-type table of 2 rows).
     pub fn init<B: Backend>(&self, device: &B::Device) -> Bert<B> {
         let h = self.hidden;

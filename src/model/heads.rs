@@ -100,7 +100,7 @@ mod tests {
     use crate::tensor_file::{HostTensor, TensorFile};
     use crate::testing;
 
-    /// Heads built as the spec says, run by PyTorch (golden/pytorch/heads/make_heads.py): the
+    /// Heads built as the reference builds them, run by PyTorch (golden/pytorch/heads/make_heads.py): the
     /// train-mode outputs, the running statistics after that step (unbiased variance), and the
     /// eval-mode outputs, for the global (Linear) and the local (Conv1d, padded tokens) head.
     #[test]

@@ -23,70 +23,13 @@ use burn::tensor::activation::relu;
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Tensor, backend::Backend};
-use serde::{Deserialize, Serialize};
 
 use super::batchnorm::{BatchNorm, Mode};
 use crate::weights::{WeightError, WeightReader};
 
-/// Which torchvision ImageNet weights initialise ResNet-50 (book: "Image encoder: ResNet-50").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ImagenetWeights {
-    /// `IMAGENET1K_V1` (`pretrained=True`), what MGCA's first public commit, closest to the
-    /// paper, asked for: the default for reproducing the paper.
-    V1,
-    /// `IMAGENET1K_V2` (`ResNet50_Weights.DEFAULT`), what the reference's HEAD asks for.
-    V2,
-}
-
-impl ImagenetWeights {
-    /// torchvision's file name for these weights.
-    pub fn file_name(self) -> &'static str {
-        match self {
-            Self::V1 => "resnet50-0676ba61.pth",
-            Self::V2 => "resnet50-11ad3fa6.pth",
-        }
-    }
-}
-
-/// The shape of a torchvision bottleneck ResNet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ResNetConfig {
-    /// Channels of the stem and of the first stage's bottleneck (64); stage `s` uses `64·2ˢ`.
-    pub width: usize,
-    /// Bottlenecks per stage (`[3, 4, 6, 3]` for ResNet-50).
-    pub blocks: [usize; 4],
-    /// Output channels of a bottleneck per inner channel (4).
-    pub expansion: usize,
-    /// The side the input is bilinearly (align-corners) resized to before the stem: 299 in
-    /// MGCA pretraining and linear probing, `None` for detection and segmentation.
-    pub upsample_to: Option<usize>,
-}
+pub use crate::config::encoders::{ImagenetWeights, ResNetConfig};
 
 impl ResNetConfig {
-    /// torchvision's `resnet50` as MGCA pretrains it (input up-sampled to 299 px).
-    pub fn resnet50() -> Self {
-        Self { width: 64, blocks: [3, 4, 6, 3], expansion: 4, upsample_to: Some(299) }
-    }
-
-    /// Channels of the pooled global feature (2048).
-    pub fn global_dim(&self) -> usize {
-        self.width * 8 * self.expansion
-    }
-
-    /// Channels of the layer-3 local tokens (1024).
-    pub fn local_dim(&self) -> usize {
-        self.width * 4 * self.expansion
-    }
-
-    /// Number of local tokens for an `image_size` input (361 for 224 up-sampled to 299).
-    pub fn local_tokens(&self, image_size: usize) -> usize {
-        // conv1 /2, maxpool /2, layer2 /2, layer3 /2, each `⌊(s − 1)/2⌋ + 1`.
-        let half = |s: usize| (s - 1) / 2 + 1;
-        let side = (0..4).fold(self.upsample_to.unwrap_or(image_size), |s, _| half(s));
-        side * side
-    }
-
     /// A randomly initialised ResNet (burn's default initialisers, BatchNorm γ = 1, β = 0).
     pub fn init<B: Backend>(&self, device: &B::Device) -> ResNet<B> {
         let conv = |i: usize, o: usize, k: usize, stride: usize| {
@@ -302,7 +245,7 @@ mod tests {
     }
 
     #[test]
-    fn resnet50_shapes_follow_the_spec() {
+    fn resnet50_shapes_follow_torchvision() {
         let c = ResNetConfig::resnet50();
         assert_eq!((c.global_dim(), c.local_dim(), c.local_tokens(224)), (2048, 1024, 361));
         // Detection and segmentation: no up-sampling, 14 × 14 layer-3 tokens.

@@ -17,38 +17,12 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::{Tensor, backend::Backend};
-use serde::{Deserialize, Serialize};
 
 use crate::weights::{WeightError, WeightReader};
 
-/// The shape of a ViT.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VitConfig {
-    /// Input side in pixels (224).
-    pub image_size: usize,
-    /// Patch side in pixels (16).
-    pub patch_size: usize,
-    /// Token width D (768 for ViT-B).
-    pub dim: usize,
-    /// Number of blocks (12).
-    pub depth: usize,
-    /// Attention heads (12).
-    pub heads: usize,
-    /// Hidden width of each MLP (3072 = 4·D).
-    pub mlp_dim: usize,
-}
+pub use crate::config::encoders::VitConfig;
 
 impl VitConfig {
-    /// ViT-B/16 at 224 px, as DeiT-B and MGCA.
-    pub fn base() -> Self {
-        Self { image_size: 224, patch_size: 16, dim: 768, depth: 12, heads: 12, mlp_dim: 3072 }
-    }
-
-    /// Number of patch tokens (196 for 224/16).
-    pub fn patches(&self) -> usize {
-        (self.image_size / self.patch_size).pow(2)
-    }
-
     /// A randomly initialised ViT (burn's default initialisers).
     pub fn init<B: Backend>(&self, device: &B::Device) -> Vit<B> {
         let linear = |i, o| LinearConfig::new(i, o).init(device);

@@ -93,6 +93,13 @@ pub struct Tolerance {
     pub rel: f64,
 }
 
+impl Tolerance {
+    /// Whether `ours` is within this tolerance of `reference`.
+    pub fn allows(self, ours: f64, reference: f64) -> bool {
+        (ours - reference).abs() <= self.abs + self.rel * reference.abs()
+    }
+}
+
 /// The objective's losses and accuracies: 1e-5 relative, the loss fixtures' stated agreement
 /// for a float32 port (`golden/reference/losses/README.md`).
 pub const LOSS_SCALARS: Tolerance = Tolerance { abs: 0.0, rel: 1e-5 };
@@ -103,6 +110,24 @@ pub const LOSS_GRADIENTS: Tolerance = Tolerance { abs: 1e-6, rel: 1e-4 };
 /// to the whole tensor because the absolute floor is not small against the paper-sized cases'
 /// gradients (entries of 1e-4 to 1e-3; book, "Parity with the reference").
 pub const LOSS_GRADIENT_NORM: f64 = 1e-4;
+/// The graph and the fused CTA engines on the same inputs: 1e-5 relative to the largest value
+/// (the loss, or the largest gradient entry), as they differ only in float32 summation order.
+pub const ENGINES_AGREE: f64 = 1e-5;
+/// The losses of a short pretraining run with either CTA engine: 1e-4 relative, as the engines'
+/// summation-order differences compound over the steps.
+pub const ENGINES_AGREE_OVER_A_RUN: f64 = 1e-4;
+/// A float32 loss, probability or p-value against a value worked out by hand (or in float64)
+/// and written with 6–7 significant digits: 1e-5 absolute, for values of order one.
+pub const HAND_WORKED: f64 = 1e-5;
+/// Weights in [0, 1] (CTA's token weights, Sinkhorn codes, schedules relative to their value)
+/// against values worked out by hand to six decimals: 1e-6.
+pub const HAND_WORKED_WEIGHTS: f64 = 1e-6;
+/// Two float64 computations of the same quantity by different routes (AUROC by ranks and by
+/// pairs, a t statistic and its mirror): 1e-12, float64 rounding only.
+pub const F64_IDENTITY: f64 = 1e-12;
+/// A linear probe's outputs (probabilities) from cached features against recomputed ones:
+/// 1e-6 absolute, as the encoder runs the same inference either way.
+pub const CACHED_PROBE: f64 = 1e-6;
 /// Encoder hidden states (ViT tokens, BERT last hidden state): 1e-4 absolute, the encoder
 /// fixtures' stated agreement for a float32 port of timm and transformers.
 pub const HIDDEN_STATES: Tolerance = Tolerance { abs: 1e-4, rel: 0.0 };

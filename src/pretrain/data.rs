@@ -5,7 +5,8 @@
 //! generated if absent, and the tokenizer is a whole-word vocabulary of its training captions
 //! ([`crate::text::vocab`]), so the smoke run needs nothing downloaded.
 //!
-//! Spec: `data.md` §2 (MIMIC-CXR pretraining pairs).
+//! Book: "Pretraining" and "Data: splits, images and masks". Reference:
+//! `mgca/datasets/pretrain_dataset.py`, `MultimodalPretrainingDataset`, at HKU-MedAI/MGCA `680fe4a6ee0c`.
 //!
 //! **Deviation:** none for real data; the synthetic vocabulary is not the reference's.
 

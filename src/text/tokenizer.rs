@@ -4,7 +4,9 @@
 //! positions. Bio_ClinicalBERT is cased (no lower-casing, no accent stripping); the reference
 //! calls its tokenizer with `truncation=True, padding="max_length", max_length=112`.
 //!
-//! Spec: `architecture.md` §4 (text encoder inputs), `data.md` (tokenisation).
+//! Book: "Text encoder: BERT and the tokenizer". Reference: `mgca/datasets/pretrain_dataset.py`,
+//! `MultimodalPretrainingDataset.get_caption` (the `BertTokenizer` call: padding to 112, truncation),
+//! at HKU-MedAI/MGCA `680fe4a6ee0c`.
 //!
 //! **Deviation:** none. Built with the `tokenizers` crate, from a Hugging Face
 //! `tokenizer.json` or from a BERT `vocab.txt`.

@@ -3,7 +3,8 @@
 //! and punctuation mark of the captions, most frequent first (ties alphabetical). Written as a
 //! BERT `vocab.txt`, it tokenises those captions with no `[UNK]`.
 //!
-//! Spec: none (the reference always uses Bio_ClinicalBERT's vocabulary).
+//! Book: "Text encoder: BERT and the tokenizer". Reference: none (the reference always uses
+//! Bio_ClinicalBERT's vocabulary).
 //!
 //! **Deviation:** not a reference component; the paper tier uses the real vocabulary.
 

@@ -269,7 +269,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn built_in_tables_parse_and_map_the_spec_prefixes() {
+    fn built_in_tables_parse_and_map_every_prefix() {
         let m = Layout::MgcaLightning.keymap();
         assert_eq!(m.entry, Some(Some("state_dict".into())));
         let name = |k: &str| m.map(k);

@@ -1,4 +1,4 @@
-"""Reference outputs of the moco-v2 transform's operations (data.md §1.4), made once with
+"""Reference outputs of the moco-v2 transform's operations (`Moco2Transform`, mgca/datasets/transforms.py), made once with
 Pillow and torchvision's functional API on 3-channel grey PIL images, as the reference's
 CheXpert loader applies them. Run: python make_augment.py (writes PNGs and cases.json here).
 """

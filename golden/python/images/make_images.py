@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""JPEG files and what OpenCV reads from them, for the JPEG path of data.md §1.2.
+"""JPEG files and what OpenCV reads from them, for the JPEG path of the reference's
+`get_imgs` (mgca/datasets/utils.py).
 
 Writes `gray.jpg` (8-bit greyscale, like CheXpert and MIMIC-CXR-JPG) and `color.jpg` (YCbCr
 4:2:0) with Pillow at quality 90 from formula images, and `gray_cv2.png`, `color_cv2.png`:

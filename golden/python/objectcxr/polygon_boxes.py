@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Object-CXR polygon annotations into boxes, exactly as the reference computes them
-(data.md §7.2, the "object_cxr_to_coco" method), for `mgca data prepare object-cxr
+(mgca/preprocess/object_cxr.py, `polylabel_box`: the "object_cxr_to_coco" method), for `mgca data prepare object-cxr
 --polygon-boxes TABLE.csv`.
 
 For every polygon object (type 2) of train.csv and dev.csv: the closed polyline p0..pn-1, p0,

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""OpenCV's resize as the reference calls it (`resize_img`, data.md §1.1), on formula images.
+"""OpenCV's resize as the reference calls it (`resize_img`, mgca/datasets/utils.py), on formula images.
 
 For each case, a grey uint8 image `x[i, j] = (3 i² + 5 j² + 7 i j + 11 i + 13 j) mod 251` of the
 given size is resized with `cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)` to the size

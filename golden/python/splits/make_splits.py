@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """The reference's RSNA splits, computed with pandas and scikit-learn as its preprocessing
-script does (data.md §4.2-§4.4), on the real label file; records a SHA-256 of each split's
+script does (mgca/preprocess/rsna.py, `preprocess_rsna_data` and `prepare_detection_data`), on the real label file; records a SHA-256 of each split's
 patient-id list (one id per line, in split order) and of each training subset's, so the Rust
 tests check the splits patient for patient without shipping the file.
 
@@ -76,8 +76,8 @@ OTHERS = ["Enlarged Cardiomediastinum", "Lung Lesion", "Lung Opacity", "Pneumoni
 
 
 def chexpert(path: str) -> None:
-    """mgca/preprocess/chexpert.py as data.md §3.2 describes it, and the dataset's frontal
-    filter and 1 % / 10 % pandas samples (§3.3)."""
+    """mgca/preprocess/chexpert.py (`preprocess_chexpert_data`), and the dataset's frontal
+    filter and 1 % / 10 % pandas samples (`CheXpertImageDataset`)."""
     np.random.seed(0)
     df = pd.read_csv(path)
     filled = df.fillna(0)

@@ -17,7 +17,7 @@ the legacy pre-1.6 stream) and the pickle are PyTorch's own; only the sizes are 
   module at the smoke sizes of `MgcaConfig::smoke_for` (ViT and ResNet): epoch, global_step,
   version, callbacks, an AdamW `optimizer_states`, `lr_schedulers`, `hyper_parameters` (an
   unknown dict subclass, as Lightning's AttributeDict is to a reader without Lightning), and
-  `state_dict` with every prefix of architecture.md §1, the unused cross-attention and
+  `state_dict` with every prefix of the reference's `MGCA` module, the unused cross-attention and
   patch/word attention layers included.
 - `expected.json` -- for each file, the tensors a correct import must produce, under mgca-rs
   names: `{file stem: {name: [shape, fnv1a64 of the float32 little-endian bytes]}}`, so the

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Reference outputs of MGCA's projection heads (architecture.md §5), computed with PyTorch.
+"""Reference outputs of MGCA's projection heads (`GlobalEmbedding`, `LocalEmbedding`, mgca/models/backbones/encoder.py), computed with PyTorch.
 
 The heads are built exactly as the spec describes them:
     global: Linear(D->H) -> BatchNorm1d(H) -> ReLU -> Linear(H->d) -> BatchNorm1d(d, affine=False)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Reference outputs of MGCA's ResNet image encoder (architecture.md §3), run by torchvision.
+"""Reference outputs of MGCA's ResNet image encoder (`ImageEncoder.resnet_forward`, mgca/models/backbones/encoder.py), run by torchvision.
 
 The network is torchvision's own `ResNet`/`Bottleneck` code. For the committed case it is
 narrowed (stem width 4 instead of 64, blocks [2, 1, 2, 1] instead of [3, 4, 6, 3]) by

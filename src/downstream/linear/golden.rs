@@ -122,7 +122,7 @@ fn pretrained_features_beat_random_ones() {
         })
         .collect();
     assert_eq!(differences.len(), 18);
-    let test = crate::report::one_sample_t(&differences, 0.0).unwrap();
+    let test = crate::metrics::ttest::one_sample_t(&differences, 0.0).unwrap();
     // One-sided: the two-sided p halved in the tested direction.
     let p = if test.t > 0.0 { test.p / 2.0 } else { 1.0 - test.p / 2.0 };
     assert!(

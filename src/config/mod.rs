@@ -3,14 +3,16 @@
 //! Each field's documentation names the paper's symbol and the reference's value. Presets:
 //! [`MgcaConfig::reference`] (the reference implementation, quirks included: faithful mode),
 //! [`MgcaConfig::paper`] (the paper's stated choices where the code differs, marked
-//! **[PAPER≠CODE]** in the spec) and [`MgcaConfig::smoke`] (tiny sizes for tests and CI).
+//! in the book's "where the code and the paper differ" lists) and [`MgcaConfig::smoke`] (tiny sizes for tests and CI).
 //!
 //! [`MgcaConfig::validate`] checks every field's range and the fields' consistency (heads divide
 //! widths, the Sinkhorn ε keeps `exp(1/ε)` finite, the crop fits the cache) and lists every bad
 //! field with its path, value and allowed range ([`ConfigError`]); the book's appendix on bad
 //! input states the policy.
 //!
-//! Spec: `hyperparameters.md` §1 and §5; `losses.md` §8.
+//! Book: "Pretraining" and "The objective at a glance". Reference: `mgca/models/mgca/mgca_module.py`,
+//! `MGCA.__init__` and `MGCA.add_model_specific_args` (the defaults), and the pretraining command
+//! in the reference's README, at HKU-MedAI/MGCA `680fe4a6ee0c`.
 //!
 //! **Deviation:** none: `reference()` is the code's behaviour; the paper's choices are options.
 
@@ -21,9 +23,10 @@ use serde::{Deserialize, Serialize};
 use crate::loss::{
     CpaConfig, CtaConfig, ItaConfig, ObjectiveConfig, PatchWeighting, QuantileRange, SinkhornConfig, SinkhornScope,
 };
-use crate::model::bert::BertConfig;
-use crate::model::resnet::{ImagenetWeights, ResNetConfig};
-use crate::model::vit::VitConfig;
+
+pub mod encoders;
+
+pub use encoders::{BertConfig, ImagenetWeights, PositionIds, ResNetConfig, VitConfig};
 
 /// The image encoder, which also decides CTA's patch branch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,7 +80,8 @@ pub struct MgcaConfig {
     pub train: TrainConfig,
 }
 
-/// Every pretraining hyperparameter (`hyperparameters.md` §1 and §3, `losses.md` §4.6 and §6).
+/// Every pretraining hyperparameter (reference: `MGCA.add_model_specific_args`, `MGCA.configure_optimizers`
+/// and `MGCA.on_after_backward`; book: "Pretraining").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
     /// Maximum epochs (reference: 50).
@@ -396,7 +400,7 @@ impl ObjectiveConfig {
         }
     }
 
-    /// The objective as the paper states it (as the spec reads the paper): τ₁ = 0.1,
+    /// The objective as the paper states it: τ₁ = 0.1,
     /// τ₂ = 0.07, averaged directions and sides, raw [CLS]-attention weights, every attended
     /// context normalised, Sinkhorn over the global batch.
     pub fn paper(encoder: ImageEncoderKind) -> Self {
@@ -548,7 +552,7 @@ mod tests {
     }
 
     #[test]
-    fn paper_differs_where_the_spec_says() {
+    fn paper_differs_where_the_code_and_paper_differ() {
         let (p, r) = (MgcaConfig::paper().objective, MgcaConfig::reference().objective);
         assert_eq!((p.ita.temperature, p.cta.temperature), (0.1, 0.07));
         assert_eq!(p.ita.reduction, Reduction::Mean);
