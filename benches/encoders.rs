@@ -1,7 +1,7 @@
 //! The encoders at MGCA's sizes on the CPU backend, batch 8: ViT-B/16 (224 px), the 6-layer
 //! BERT (112 tokens) and ResNet-50 (224 px up-sampled to 299), forward (inference backend)
-//! and forward + backward (autodiff backend, loss = sum of the outputs; not for ResNet-50,
-//! whose convolution backward on burn-ndarray is far too slow to time, see below).
+//! and forward + backward (autodiff backend, loss = sum of the outputs; ResNet-50 in training
+//! mode, with batch statistics, as `benches/encoders_pytorch.py`).
 //!
 //! `cargo bench --bench encoders` (or `cargo xtask bench encoders`, which also times
 //! `benches/encoders_pytorch.py`, timm and transformers on CPU, and prints the ratio).
@@ -70,9 +70,14 @@ fn bench(c: &mut Criterion) {
     group.bench_function(BenchmarkId::new("fwd", "resnet50"), |b| {
         b.iter(|| resnet.forward(x.clone(), Mode::Eval).global)
     });
-    // No `fwd_bwd/resnet50`: burn-ndarray's convolution backward is a direct loop, and one
-    // iteration at batch 8 ran for more than four minutes. ResNet-50 trains on the GPU backend;
-    // on the CPU, only the smoke-sized ResNet is trained.
+    let resnet = ResNetConfig::resnet50().init::<CpuAutodiff>(&device);
+    let x = images::<CpuAutodiff>(&device);
+    group.bench_function(BenchmarkId::new("fwd_bwd", "resnet50"), |b| {
+        b.iter(|| {
+            let out = resnet.forward(x.clone(), Mode::Train);
+            (out.global.sum() + out.local.sum()).backward()
+        })
+    });
     group.finish();
 }
 

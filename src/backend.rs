@@ -11,13 +11,13 @@
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::{Autodiff, NdArray};
+use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{FloatDType, Shape, Tensor, TensorData, TensorMetadata, TensorPrimitive};
 
-/// The CPU backend: burn's ndarray backend in f32 (multi-threaded, SIMD).
-pub type Cpu = NdArray<f32>;
+/// The CPU backend: burn-flex in f32 (SIMD kernels, rayon threads, gemm matrix products).
+pub type Cpu = Flex;
 /// The CPU backend with reverse-mode automatic differentiation.
 pub type CpuAutodiff = Autodiff<Cpu>;
 
@@ -152,16 +152,16 @@ pub fn cuda_driver_present() -> bool {
 mod tests {
     use super::*;
 
-    /// Autodiff's division backward multiplies by `recip`. burn-ndarray's `simd` feature makes
-    /// `recip` an `rcpps` approximation (about 5e-5 relative), which breaks gradient parity with
-    /// the reference; the feature must stay off.
+    /// Autodiff's division backward multiplies by `recip`. An `rcpps`-style approximation
+    /// (about 5e-5 relative, as burn-ndarray's `simd` feature had) would break gradient parity
+    /// with the reference; the CPU backend's `recip` must be a true division.
     #[test]
     fn recip_is_exact_enough_for_gradient_parity() {
         let xs: Vec<f32> = (1..4096).map(|i| i as f32 * 0.0137).collect();
         let got =
             Tensor::<Cpu, 1>::from_floats(xs.as_slice(), &cpu_device()).recip().into_data().to_vec::<f32>().unwrap();
         let worst = xs.iter().zip(&got).map(|(x, r)| (*r as f64 * *x as f64 - 1.0).abs()).fold(0.0, f64::max);
-        assert!(worst < 2e-7, "recip relative error {worst:e}: is burn's `simd` feature on?");
+        assert!(worst < 2e-7, "recip relative error {worst:e}: is the backend's recip approximate?");
     }
 
     /// The link is 0 and delivers its gradient, scaled by the upstream gradient, through the

@@ -272,12 +272,6 @@ enum Engine {
 }
 
 fn main() -> ExitCode {
-    // One thread per GEMM inside burn-ndarray's already parallel batched matmul (see
-    // .cargo/config.toml); set before any thread exists, unless the user chose a value.
-    if std::env::var_os("MATMUL_NUM_THREADS").is_none() {
-        // SAFETY: the process is still single-threaded here.
-        unsafe { std::env::set_var("MATMUL_NUM_THREADS", "1") };
-    }
     match Cli::parse().command {
         Command::Parity(Parity::Losses { input, output, engine }) => {
             let engine = match engine {

@@ -165,6 +165,7 @@ mod tests {
     #[test]
     fn the_book_includes_resolve() {
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../book/src");
-        assert_eq!(check_includes(&src).unwrap(), Vec::<String>::new());
+        let problems = check_includes(&src).unwrap_or_else(|e| panic!("reading {}: {e}", src.display()));
+        assert_eq!(problems, Vec::<String>::new());
     }
 }

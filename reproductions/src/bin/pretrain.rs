@@ -235,10 +235,6 @@ fn run_on_gpu(
 }
 
 fn main() -> ExitCode {
-    if std::env::var_os("MATMUL_NUM_THREADS").is_none() {
-        // SAFETY: set before any thread is started.
-        unsafe { std::env::set_var("MATMUL_NUM_THREADS", "1") };
-    }
     match run(Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::BadInput(e)) => {
