@@ -67,6 +67,41 @@ def resnet():
     return model, run, lambda out: out[0].sum() + out[1].sum()
 
 
+def status_kib(field):
+    """A /proc/self/status field in KiB (Linux), or None."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field):
+                    return float(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def peak_mib(fn):
+    """Run fn; the most resident memory above the level before it, in MiB (None if unknown)."""
+    import gc
+    import ctypes
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
+    before = status_kib("VmRSS:")
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        before = None
+    result = fn()
+    peak = status_kib("VmHWM:")
+    if before is None or peak is None:
+        return result, None
+    return result, round(max(peak - before, 0.0) / 1024.0)
+
+
 def timed(fn, min_iters, min_seconds, warmup=2):
     for _ in range(warmup):
         fn()
@@ -105,8 +140,9 @@ def main() -> None:
             loss(run()).backward()
 
         for function, fn in [("fwd", fwd), ("fwd_bwd", fwd_bwd)]:
-            ms, n = timed(fn, args.min_iters, args.min_seconds)
+            (ms, n), mib = peak_mib(lambda: timed(fn, args.min_iters, args.min_seconds))
             print(json.dumps({"case": name, "function": function, "median_ms": round(ms, 2), "iters": n,
+                              "peak_mib": mib,
                               "threads": args.threads, "torch": torch.__version__}), flush=True)
             if name == "resnet50":
                 model.eval()

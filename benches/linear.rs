@@ -33,6 +33,7 @@ fn adamw() -> AdamW {
 }
 
 fn bench(c: &mut Criterion) {
+    mgca::backend::tune_allocator();
     let device = cpu_device();
     let mut group = c.benchmark_group("linear");
     group.sample_size(10);

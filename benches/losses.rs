@@ -24,6 +24,7 @@ fn leaves(inputs: &ObjectiveInputs<CpuAutodiff>) -> ObjectiveInputs<CpuAutodiff>
 }
 
 fn bench(c: &mut Criterion) {
+    mgca::backend::tune_allocator();
     let device = cpu_device();
     let mut group = c.benchmark_group("losses");
     group.sample_size(20);

@@ -50,6 +50,7 @@ fn shard(seed: u64) -> PairBatch {
 }
 
 fn bench(c: &mut Criterion) {
+    mgca::backend::tune_allocator();
     let config = MgcaConfig::smoke();
     let dev = cpu_device();
     let mut group = c.benchmark_group("train");

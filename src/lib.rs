@@ -16,6 +16,7 @@
 //! - [`tensor_file`] — safetensors files of float32 host tensors, and the FNV-1a hash of the
 //!   golden files;
 //! - [`backend`] — the backends this crate is built and tested on;
+//! - [`kernels`] — fused CPU kernels (GELU, LayerNorm, softmax) with their backward passes;
 //! - [`assets`] — real files from registry packages, cached outside the repository;
 //! - [`text`] — the report tokenizer and the merging of word pieces into words;
 //! - [`data`] — the datasets: splits, images, masks, augmentation, caches and batches;
@@ -44,6 +45,7 @@ pub mod config;
 pub mod data;
 pub mod downstream;
 pub mod experiment;
+pub mod kernels;
 pub mod loss;
 pub mod metrics;
 pub mod model;

@@ -272,6 +272,7 @@ enum Engine {
 }
 
 fn main() -> ExitCode {
+    mgca::backend::tune_allocator();
     match Cli::parse().command {
         Command::Parity(Parity::Losses { input, output, engine }) => {
             let engine = match engine {

@@ -18,6 +18,7 @@
 use burn::module::{Module, Param, RunningState};
 use burn::tensor::{Tensor, backend::Backend};
 
+use crate::kernels;
 use crate::weights::{WeightError, WeightReader};
 
 /// Whether BatchNorm uses and updates batch statistics (training) or uses running ones.
@@ -76,6 +77,11 @@ impl<B: Backend> BatchNorm<B> {
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>, mode: Mode) -> Tensor<B, D> {
         let dims = x.dims();
         let count = dims.iter().product::<usize>() / dims[1]; // values per channel
+        // The CPU backend's fused kernels (one pass each way); elsewhere burn's operations below.
+        let x = match self.forward_fused(x, mode, count) {
+            Ok(y) => return y,
+            Err(x) => x,
+        };
         let (mean, var) = match mode {
             Mode::TrainShard => {
                 let mean = channel_mean(x.clone()); // [1, C, (1, 1)]
@@ -85,14 +91,7 @@ impl<B: Backend> BatchNorm<B> {
             Mode::Train => {
                 let mean = channel_mean(x.clone()); // [1, C, (1, 1)]
                 let var = channel_mean((x.clone() - mean.clone()).square()); // biased
-                let unbiased = var.clone().detach().mul_scalar(count as f64 / (count.max(2) - 1) as f64);
-                let m = self.momentum;
-                let running_mean = self.running_mean.value_sync().mul_scalar(1.0 - m)
-                    + mean.clone().detach().reshape([-1]).mul_scalar(m);
-                let running_var =
-                    self.running_var.value_sync().mul_scalar(1.0 - m) + unbiased.reshape([-1]).mul_scalar(m);
-                self.running_mean.update(running_mean.detach());
-                self.running_var.update(running_var.detach());
+                self.update_running(mean.clone().reshape([-1]), var.clone().reshape([-1]), count);
                 (mean, var)
             }
             Mode::Eval => (per_channel(self.running_mean.value_sync()), per_channel(self.running_var.value_sync())),
@@ -101,6 +100,48 @@ impl<B: Backend> BatchNorm<B> {
         match (&self.gamma, &self.beta) {
             (Some(g), Some(b)) => y * per_channel(g.val()) + per_channel(b.val()),
             _ => y,
+        }
+    }
+
+    /// `running ← (1 − m)·running + m·stat`, with the unbiased variance; the batch statistics
+    /// `[C]` are detached here.
+    fn update_running(&self, mean: Tensor<B, 1>, var: Tensor<B, 1>, count: usize) {
+        let unbiased = var.detach().mul_scalar(count as f64 / (count.max(2) - 1) as f64);
+        let m = self.momentum;
+        let running_mean = self.running_mean.value_sync().mul_scalar(1.0 - m) + mean.detach().mul_scalar(m);
+        let running_var = self.running_var.value_sync().mul_scalar(1.0 - m) + unbiased.mul_scalar(m);
+        self.running_mean.update(running_mean.detach());
+        self.running_var.update(running_var.detach());
+    }
+
+    /// The same through `kernels::batch_norm` on the CPU backend; `Err(x)` elsewhere.
+    fn forward_fused<const D: usize>(
+        &self,
+        x: Tensor<B, D>,
+        mode: Mode,
+        count: usize,
+    ) -> Result<Tensor<B, D>, Tensor<B, D>> {
+        if !kernels::on_cpu::<B>() {
+            return Err(x);
+        }
+        let channels = x.dims()[1];
+        let device = x.device();
+        let gamma = self.gamma.as_ref().map_or_else(|| Tensor::ones([channels], &device), |g| g.val());
+        let beta = self.beta.as_ref().map_or_else(|| Tensor::zeros([channels], &device), |b| b.val());
+        match mode {
+            Mode::Train | Mode::TrainShard => {
+                let (y, mean, var) = kernels::batch_norm::batch_norm_train(x, gamma, beta, self.epsilon)?;
+                if mode == Mode::Train {
+                    self.update_running(mean, var, count);
+                }
+                Ok(y)
+            }
+            Mode::Eval => {
+                // y = s·x + t with s = γ/√(σ² + ε), t = β − μ·s, as PyTorch's CPU inference.
+                let scale = gamma * self.running_var.value_sync().add_scalar(self.epsilon).sqrt().recip();
+                let shift = beta - self.running_mean.value_sync() * scale.clone();
+                kernels::batch_norm::channel_affine(x, scale, shift)
+            }
         }
     }
 }

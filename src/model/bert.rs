@@ -18,20 +18,25 @@
 
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::{Int, Tensor, backend::Backend};
 
 use super::dropout::{DropoutKey, dropout};
+use crate::kernels::gelu::gelu;
+use crate::kernels::layer_norm::layer_norm;
+use crate::kernels::softmax::softmax_last;
 use crate::weights::{WeightError, WeightReader};
 
 pub use crate::config::encoders::{BertConfig, PositionIds};
+
+/// LayerNorm's ε in BERT (`layer_norm_eps` of Bio_ClinicalBERT's config).
+pub const LAYER_NORM_EPS: f64 = 1e-12;
 
 impl BertConfig {
     /// A randomly initialised encoder (with a token-type table of 2 rows).
     pub fn init<B: Backend>(&self, device: &B::Device) -> Bert<B> {
         let h = self.hidden;
         let linear = |i, o| LinearConfig::new(i, o).init(device);
-        let norm = || LayerNormConfig::new(h).with_epsilon(1e-12).init(device);
+        let norm = || LayerNormConfig::new(h).with_epsilon(LAYER_NORM_EPS).init(device);
         Bert {
             word: EmbeddingConfig::new(self.vocab_size, h).init(device),
             position: EmbeddingConfig::new(self.max_positions, h).init(device),
@@ -118,12 +123,16 @@ impl<B: Backend> BertLayer<B> {
         let k = split(self.key.forward(x.clone()));
         let v = split(self.value.forward(x.clone()));
         let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((hd as f32).sqrt()) + key_bias; // [N, heads, L, L]
-        let attn = softmax(scores, 3);
+        let attn = softmax_last(scores);
         // The returned attention is the one before dropout (the word weights use it).
         let mixed = dropout(attn.clone(), p, site(0)).matmul(v).swap_dims(1, 2).reshape([n, l, h]);
-        let x = self.attention_norm.forward(x + dropout(self.attention_output.forward(mixed), p, site(1)));
+        let x = layer_norm(
+            &self.attention_norm,
+            x + dropout(self.attention_output.forward(mixed), p, site(1)),
+            LAYER_NORM_EPS,
+        );
         let ff = self.output.forward(gelu(self.intermediate.forward(x.clone())));
-        (self.output_norm.forward(x + dropout(ff, p, site(2))), attn)
+        (layer_norm(&self.output_norm, x + dropout(ff, p, site(2)), LAYER_NORM_EPS), attn)
     }
 }
 
@@ -153,7 +162,11 @@ impl<B: Backend> Bert<B> {
         if let (PositionIds::Standard, Some(types)) = (positions, &self.token_type) {
             e = e + types.forward(Tensor::<B, 2, Int>::zeros([n, l], &device));
         }
-        let mut x = dropout(self.embedding_norm.forward(e), drop.map_or(0.0, |d| d.0), drop.map(|d| d.1.site(0)));
+        let mut x = dropout(
+            layer_norm(&self.embedding_norm, e, LAYER_NORM_EPS),
+            drop.map_or(0.0, |d| d.0),
+            drop.map(|d| d.1.site(0)),
+        );
         // Padded keys: −10000 on the scaled logits, which underflows to exactly 0 after softmax.
         let key_bias = mask.neg().add_scalar(1.0).mul_scalar(-10_000.0).reshape([n, 1, 1, l]);
         let mut last_attention = None;

@@ -4,8 +4,13 @@
 //!
 //! The key makes a mask a function of where it is used, not of what ran before, so a run
 //! draws the same masks whether its shards run one after another or on several devices, and
-//! a resumed run draws what the uninterrupted one drew. Masks are drawn on the host (splitmix64
-//! of the key and the element's index, on rayon's threads) and uploaded as a boolean tensor.
+//! a resumed run draws what the uninterrupted one drew. On the CPU backend the masks are
+//! computed where the tensors live, on the host: splitmix64 of the key and the element's index,
+//! on rayon's threads. On any other backend (CUDA) they are drawn on the device with burn's
+//! random tensors, the generator seeded with the key under a lock (seeding and drawing are one
+//! step, so concurrent shards cannot interleave): the same key draws the same mask there too,
+//! and no mask crosses the bus. That holds while nothing else draws from burn's generator at
+//! the same moment; a training step draws nothing else (`tests/dropout_device.rs`).
 //!
 //! Book: "Text encoder: BERT and the tokenizer" (Bio_ClinicalBERT: hidden and attention dropout
 //! 0.1; the word weights are taken from the attention *before* dropout). Reference:
@@ -14,7 +19,7 @@
 //!
 //! **Deviation:** the masks differ from torch's generator by chance (same distribution).
 
-use burn::tensor::{Bool, Tensor, TensorData, backend::Backend};
+use burn::tensor::{Bool, Distribution, Tensor, TensorData, backend::Backend};
 use rayon::prelude::*;
 
 /// Where a dropout mask is used: one key per (run seed, step, shard), one site per call.
@@ -55,18 +60,38 @@ impl DropoutKey {
     }
 }
 
+/// The keep mask (1 kept, 0 dropped) of `dims` drawn on `device` by burn's generator seeded
+/// with `key`: one lock around seeding and drawing, so the mask depends on the key alone.
+pub fn device_keep_mask<B: Backend, const D: usize>(
+    key: DropoutKey,
+    dims: [usize; D],
+    p: f64,
+    device: &B::Device,
+) -> Tensor<B, D> {
+    static DRAW: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _draw = DRAW.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    B::seed(device, key.key);
+    Tensor::random(dims, Distribution::Bernoulli(1.0 - p), device)
+}
+
+// ANCHOR: dropout
 /// Dropout of `x` with probability `p` under `key`; the identity without a key or with p = 0.
 pub fn dropout<B: Backend, const D: usize>(x: Tensor<B, D>, p: f64, key: Option<DropoutKey>) -> Tensor<B, D> {
     match key {
         Some(key) if p > 0.0 => {
             let dims = x.dims();
-            let mask = key.keep_mask(dims.iter().product(), p);
-            let mask = Tensor::<B, D, Bool>::from_data(TensorData::new(mask, dims), &x.device());
-            x * mask.float().mul_scalar(1.0 / (1.0 - p))
+            let keep = if crate::kernels::on_cpu::<B>() {
+                let mask = key.keep_mask(dims.iter().product(), p);
+                Tensor::<B, D, Bool>::from_data(TensorData::new(mask, dims), &x.device()).float()
+            } else {
+                device_keep_mask::<B, D>(key, dims, p, &x.device())
+            };
+            x * keep.mul_scalar(1.0 / (1.0 - p))
         }
         _ => x,
     }
 }
+// ANCHOR_END: dropout
 
 #[cfg(test)]
 mod tests {

@@ -15,18 +15,23 @@
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::{Tensor, backend::Backend};
 
+use crate::kernels::gelu::gelu;
+use crate::kernels::layer_norm::layer_norm;
+use crate::kernels::softmax::softmax_last;
 use crate::weights::{WeightError, WeightReader};
 
 pub use crate::config::encoders::VitConfig;
+
+/// LayerNorm's ε in timm's ViT (`partial(nn.LayerNorm, eps=1e-6)`).
+pub const LAYER_NORM_EPS: f64 = 1e-6;
 
 impl VitConfig {
     /// A randomly initialised ViT (burn's default initialisers).
     pub fn init<B: Backend>(&self, device: &B::Device) -> Vit<B> {
         let linear = |i, o| LinearConfig::new(i, o).init(device);
-        let norm = || LayerNormConfig::new(self.dim).with_epsilon(1e-6).init(device);
+        let norm = || LayerNormConfig::new(self.dim).with_epsilon(LAYER_NORM_EPS).init(device);
         Vit {
             patch_embed: Conv2dConfig::new([3, self.dim], [self.patch_size; 2])
                 .with_stride([self.patch_size; 2])
@@ -107,14 +112,18 @@ impl<B: Backend> VitBlock<B> {
     fn forward(&self, x: Tensor<B, 3>) -> (Tensor<B, 3>, Tensor<B, 4>) {
         let [n, t, d] = x.dims();
         let (h, hd) = (self.heads, d / self.heads);
-        // The fused qkv output is laid out [3, heads, head_dim] along its last dimension.
-        let qkv = self.qkv.forward(self.norm1.forward(x.clone())).reshape([n, t, 3, h, hd]).permute([2, 0, 3, 1, 4]); // [3, N, H, T, hd]
-        let part = |i: usize| qkv.clone().narrow(0, i, 1).reshape([n, h, t, hd]);
+        // The fused qkv output is laid out [3, heads, head_dim] along its last dimension. q, k
+        // and v stay strided views of it (the CPU backend's matmul reads strides; a reshape of
+        // a view would copy).
+        let qkv = self.qkv.forward(layer_norm(&self.norm1, x.clone(), LAYER_NORM_EPS)).reshape([n, t, 3, h, hd]);
+        let part = |i: usize| qkv.clone().narrow(2, i, 1).permute([0, 2, 3, 1, 4]); // [N, 1, H, T, hd]
         let (q, k, v) = (part(0), part(1), part(2));
-        let attn = softmax(q.mul_scalar((hd as f32).powf(-0.5)).matmul(k.swap_dims(2, 3)), 3); // [N, H, T, T]
-        let mixed = attn.clone().matmul(v).swap_dims(1, 2).reshape([n, t, d]); // [N, T, D]
+        let scores = q.matmul(k.swap_dims(3, 4)); // [N, 1, H, T, T]
+        let attn = softmax_last(scores.mul_scalar((hd as f32).powf(-0.5)));
+        let mixed = attn.clone().matmul(v).permute([0, 3, 1, 2, 4]).reshape([n, t, d]); // [N, T, D]
+        let attn = attn.reshape([n, h, t, t]);
         let x = x + self.proj.forward(mixed);
-        let x = x.clone() + self.fc2.forward(gelu(self.fc1.forward(self.norm2.forward(x))));
+        let x = x.clone() + self.fc2.forward(gelu(self.fc1.forward(layer_norm(&self.norm2, x, LAYER_NORM_EPS))));
         (x, attn)
     }
 }
@@ -133,7 +142,10 @@ impl<B: Backend> Vit<B> {
             x = y;
             last_attention = Some(attn);
         }
-        VitOutput { tokens: self.norm.forward(x), last_attention: last_attention.expect("at least one block") }
+        VitOutput {
+            tokens: layer_norm(&self.norm, x, LAYER_NORM_EPS),
+            last_attention: last_attention.expect("at least one block"),
+        }
     }
 }
 // ANCHOR_END: forward

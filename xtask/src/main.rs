@@ -499,13 +499,14 @@ fn bench_encoders(python: Option<PathBuf>, threads: usize) -> Result {
     bench.args(["bench", "-p", "mgca", "--bench", "encoders"]).env("RAYON_NUM_THREADS", threads.to_string());
     run(bench, "criterion: encoders (Rust, CPU backend)")?;
     let lines = python_lines(python, "benches/encoders_pytorch.py", &["--threads".into(), threads.to_string()])?;
-    println!("\nencoders at batch 8, median per iteration, {threads} threads:");
-    println!("{:<10} {:<8} {:>12} {:>12} {:>14}", "case", "function", "rust (ms)", "pytorch (ms)", "rust/pytorch");
+    println!("\nencoders at batch 8, median per iteration, {threads} threads; peak memory above the models:");
+    println!(
+        "{:<10} {:<8} {:>12} {:>12} {:>14} {:>10} {:>12}",
+        "case", "function", "rust (ms)", "pytorch (ms)", "rust/pytorch", "rust MiB", "pytorch MiB"
+    );
     let mut torch_version = String::from("?");
-    for (case, functions) in
-        [("vit_b16", &["fwd", "fwd_bwd"][..]), ("bert6", &["fwd", "fwd_bwd"]), ("resnet50", &["fwd"])]
-    {
-        for &function in functions {
+    for case in ["vit_b16", "bert6", "resnet50"] {
+        for function in ["fwd", "fwd_bwd"] {
             let rust_ms = criterion_ms("encoders", function, case)?;
             let line = lines
                 .iter()
@@ -513,7 +514,16 @@ fn bench_encoders(python: Option<PathBuf>, threads: usize) -> Result {
                 .ok_or_else(|| format!("the PyTorch script printed no line for {case} {function}"))?;
             let torch_ms = line["median_ms"].as_f64().ok_or("no median_ms")?;
             torch_version = line["torch"].as_str().unwrap_or("?").to_string();
-            println!("{case:<10} {function:<8} {rust_ms:>12.1} {torch_ms:>12.1} {:>14.2}", rust_ms / torch_ms);
+            let rust_mib = std::fs::read_to_string(
+                target_dir()?.join("criterion/encoders").join(function).join(case).join("peak_rss_mib.txt"),
+            )
+            .map(|t| t.trim().to_string())
+            .unwrap_or_else(|_| "?".into());
+            let torch_mib = line["peak_mib"].as_f64().map_or("?".into(), |m| format!("{m:.0}"));
+            println!(
+                "{case:<10} {function:<8} {rust_ms:>12.1} {torch_ms:>12.1} {:>14.2} {rust_mib:>10} {torch_mib:>12}",
+                rust_ms / torch_ms
+            );
         }
     }
     println!("(PyTorch {torch_version} with timm, transformers, torchvision on CPU)");

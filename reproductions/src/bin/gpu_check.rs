@@ -161,6 +161,7 @@ fn check(_: &Args) -> Result<bool, String> {
 }
 
 fn main() -> ExitCode {
+    mgca::backend::tune_allocator();
     let args = Args::parse();
     match check(&args) {
         Ok(true) => {

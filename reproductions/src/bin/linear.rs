@@ -128,6 +128,7 @@ fn run_on_device(
 }
 
 fn main() -> ExitCode {
+    mgca::backend::tune_allocator();
     let args = Args::parse();
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,

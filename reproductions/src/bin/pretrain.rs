@@ -235,6 +235,7 @@ fn run_on_gpu(
 }
 
 fn main() -> ExitCode {
+    mgca::backend::tune_allocator();
     match run(Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::BadInput(e)) => {
