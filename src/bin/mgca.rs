@@ -53,6 +53,7 @@ use mgca::model::bert::PositionIds;
 use mgca::model::import::{Architecture, import};
 use mgca::parity::encoders::{self, EncoderRun};
 use mgca::parity::metrics::MetricsCase;
+use mgca::parity::yolo::YoloCase;
 use mgca::parity::{Agreement, LossCase, SCALARS};
 use mgca::weights::keymap::{KeyMap, Layout};
 
@@ -239,6 +240,16 @@ enum Parity {
         #[arg(long)]
         output: PathBuf,
     },
+    /// The YOLO detection loss, its gradients and the detections after NMS, from head outputs.
+    Yolo {
+        /// A case: `yolo.out0|1|2` f32 `[B, 18, G, G]` (G = 7, 14, 28) and `yolo.targets` f32
+        /// `[B, T, 5]` (class, cx, cy, w, h normalised; all-zero rows are padding).
+        #[arg(long)]
+        input: PathBuf,
+        /// Where to write `yolo.loss`, `yolo.grad.out0|1|2` and `yolo.detections` `[D, 8]`.
+        #[arg(long)]
+        output: PathBuf,
+    },
     /// AUROC (per class and macro) and top-1 accuracy, from scores and labels.
     Metrics {
         /// A case: `auroc.scores` and `auroc.labels` f32 `[N, C]`, and/or `accuracy.scores` f32
@@ -285,6 +296,7 @@ fn main() -> ExitCode {
             bad_input(encoders::vit(&weights, heads, &input, &output).map(print_run))
         }
         Command::Parity(Parity::Metrics { input, output }) => parity_metrics(&input, &output),
+        Command::Parity(Parity::Yolo { input, output }) => parity_yolo(&input, &output),
         Command::Data(Data::Prepare { dataset, task, root, out, fix_leaks, on_bad, skip_image_check, polygon_boxes }) => {
             let options = prepare::PrepareOptions {
                 dataset,
@@ -424,6 +436,26 @@ fn parity_metrics(input: &Path, output: &Path) -> ExitCode {
     }
     println!("wrote {}", output.display());
     verdict(case.compare(&ours), "scikit-learn's outputs")
+}
+
+fn parity_yolo(input: &Path, output: &Path) -> ExitCode {
+    let case = match YoloCase::read(input) {
+        Ok(case) => case,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let ours = case.run();
+    if let Err(e) = ours.write(output) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    println!("case {}", input.display());
+    println!("  yolo.loss        {:.6}", ours.tensors["yolo.loss"].values[0]);
+    println!("  yolo.detections  {} rows", ours.tensors["yolo.detections"].shape[0]);
+    println!("wrote {}", output.display());
+    verdict(case.compare(&ours), "the reference's outputs")
 }
 
 /// Print what an encoder run did: the checkpoint keys it left, then its summary.

@@ -14,6 +14,7 @@ pub mod cta;
 pub mod cta_cpu;
 pub mod ita;
 pub mod sinkhorn;
+pub mod yolo;
 
 use burn::tensor::{Bool, Tensor, backend::Backend};
 

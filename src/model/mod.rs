@@ -19,6 +19,7 @@ pub mod import;
 pub mod mgca;
 pub mod resnet;
 pub mod vit;
+pub mod yolo;
 
 use burn::tensor::{Tensor, backend::Backend};
 

@@ -17,6 +17,7 @@
 pub mod encoders;
 pub mod losses;
 pub mod metrics;
+pub mod yolo;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -142,6 +143,15 @@ pub const SHALLOW: Tolerance = Tolerance { abs: 1e-5, rel: 1e-5 };
 /// The same computation on two batch layouts (an item alone and within a batch): 1e-5 absolute,
 /// as only the order of float32 sums may differ.
 pub const SAME_COMPUTATION: Tolerance = Tolerance { abs: 1e-5, rel: 0.0 };
+
+/// The YOLO loss against the reference's `yolo_loss.py`: 1e-5 relative, as the issue states
+/// for a float32 port.
+pub const YOLO_LOSS: Tolerance = Tolerance { abs: 0.0, rel: 1e-5 };
+/// The YOLO loss's gradients with respect to the head outputs: 1e-4 relative (with a 1e-9 floor
+/// for the entries that are 0 in both, up to float32 rounding).
+pub const YOLO_GRADIENTS: Tolerance = Tolerance { abs: 1e-9, rel: 1e-4 };
+/// Detections (corners in pixels, objectness, class score, class) after NMS: 1e-4 absolute.
+pub const YOLO_DETECTIONS: Tolerance = Tolerance { abs: 1e-4, rel: 0.0 };
 
 /// How closely one tensor of ours agrees with the reference's.
 #[derive(Debug, Clone)]
