@@ -23,8 +23,8 @@
 //! the tokenizer").
 //!
 //! `mgca parity metrics --input X.safetensors --output Y.safetensors` computes AUROC (per class
-//! and macro) and accuracy from the scores and labels the input holds; if it also carries
-//! scikit-learn's outputs, it prints the agreement (book: "Parity with the reference").
+//! and macro), accuracy and detection mAP from the scores, labels and boxes the input holds; if it also carries
+//! scikit-learn's or torchmetrics' outputs, it prints the agreement (book: "Parity with the reference").
 //!
 //! `mgca weights import CKPT --layout deit|torchvision-resnet|bio-clinicalbert|mgca-lightning
 //! [--keymap FILE] [--preset reference|smoke] [--output OUT.safetensors]` reads a published
@@ -250,13 +250,16 @@ enum Parity {
         #[arg(long)]
         output: PathBuf,
     },
-    /// AUROC (per class and macro) and top-1 accuracy, from scores and labels.
+    /// AUROC (per class and macro), top-1 accuracy and detection mAP, from scores, labels, boxes.
     Metrics {
         /// A case: `auroc.scores` and `auroc.labels` f32 `[N, C]`, and/or `accuracy.scores` f32
-        /// `[N, C]` and `accuracy.labels` i64 `[N]`.
+        /// `[N, C]` and `accuracy.labels` i64 `[N]`, and/or `map.pred_boxes` f32 `[P, 4]`,
+        /// `map.pred_scores` f32 `[P]`, `map.pred_image` i64 `[P]`, `map.gt_boxes` f32 `[G, 4]`,
+        /// `map.gt_image` i64 `[G]`, `map.num_images` i64 `[]`.
         #[arg(long)]
         input: PathBuf,
-        /// Where to write `auroc.per_class`, `auroc.macro` and `accuracy` (float32 safetensors).
+        /// Where to write `auroc.per_class`, `auroc.macro`, `accuracy`, `map.map` and
+        /// `map.per_threshold` (float32 safetensors), for the groups the case holds.
         #[arg(long)]
         output: PathBuf,
     },
@@ -435,7 +438,7 @@ fn parity_metrics(input: &Path, output: &Path) -> ExitCode {
         println!("  {name:<16} {}", values.join(" "));
     }
     println!("wrote {}", output.display());
-    verdict(case.compare(&ours), "scikit-learn's outputs")
+    verdict(case.compare(&ours), "the reference's outputs (scikit-learn, torchmetrics)")
 }
 
 fn parity_yolo(input: &Path, output: &Path) -> ExitCode {

@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 use safetensors::{Dtype, SafeTensors};
 
 use super::{Agreement, ParityError, Tolerance};
+use crate::metrics::map::{self, MapImage};
 use crate::metrics::{Matrix, MetricError, SKLEARN_TOLERANCE, accuracy, auroc};
 use crate::tensor_file::{HostTensor, TensorFile, TensorFileError};
 
@@ -37,6 +38,14 @@ pub const AUROC_OUTPUTS: [&str; 2] = ["auroc.per_class", "auroc.macro"];
 pub const ACCURACY_INPUTS: [&str; 2] = ["accuracy.scores", "accuracy.labels"];
 /// Output of the accuracy group.
 pub const ACCURACY_OUTPUT: &str = "accuracy";
+
+/// Inputs of the mean-average-precision group.
+pub const MAP_INPUTS: [&str; 6] =
+    ["map.pred_boxes", "map.pred_scores", "map.pred_image", "map.gt_boxes", "map.gt_image", "map.num_images"];
+/// Outputs of the mean-average-precision group.
+pub const MAP_OUTPUTS: [&str; 2] = ["map.map", "map.per_threshold"];
+/// Agreement with torchmetrics' mean average precision: 1e-6 absolute.
+pub const TORCHMETRICS_MAP: Tolerance = Tolerance { abs: 1e-6, rel: 0.0 };
 
 /// Agreement with scikit-learn, as a [`Tolerance`]: [`SKLEARN_TOLERANCE`] absolute.
 pub const SKLEARN: Tolerance = Tolerance { abs: SKLEARN_TOLERANCE, rel: 0.0 };
@@ -59,6 +68,8 @@ pub struct MetricsCase {
     auroc: Option<(Vec<f32>, Vec<f32>, usize, usize)>,
     /// Accuracy inputs: scores `[N, C]`, labels `[N]`, and `(N, C)`.
     accuracy: Option<(Vec<f32>, Vec<i64>, usize, usize)>,
+    /// Mean-average-precision inputs, per image.
+    map: Option<Vec<MapImage>>,
     /// Reference outputs the case carries, by name.
     reference: BTreeMap<String, HostTensor>,
 }
@@ -86,12 +97,12 @@ impl MetricsCase {
             };
             stored.insert(name, Stored { dtype: view.dtype(), shape: view.shape().to_vec(), floats, ints });
         }
-        let has = |names: [&str; 2]| names.iter().any(|n| stored.contains_key(*n));
-        if !has(AUROC_INPUTS) && !has(ACCURACY_INPUTS) {
+        let has = |names: &[&str]| names.iter().any(|n| stored.contains_key(*n));
+        if !has(&AUROC_INPUTS) && !has(&ACCURACY_INPUTS) && !has(&MAP_INPUTS) {
             return Err(ParityError::NoInput {
                 path: path.into(),
                 message: "no metric to compute: the case needs `auroc.scores` and `auroc.labels`, or \
-                          `accuracy.scores` and `accuracy.labels`"
+                          `accuracy.scores` and `accuracy.labels`, or the `map.*` group"
                     .into(),
             });
         }
@@ -137,7 +148,7 @@ impl MetricsCase {
             ParityError::Invalid { path: path.into(), name: name.into(), message: e.to_string() }
         };
 
-        let auroc = if has(AUROC_INPUTS) {
+        let auroc = if has(&AUROC_INPUTS) {
             let [s_name, y_name] = AUROC_INPUTS;
             let (s, n, c) = scores(s_name)?;
             let y = get(y_name, Dtype::F32, "F32")?;
@@ -151,7 +162,7 @@ impl MetricsCase {
         } else {
             None
         };
-        let accuracy = if has(ACCURACY_INPUTS) {
+        let accuracy = if has(&ACCURACY_INPUTS) {
             let [s_name, y_name] = ACCURACY_INPUTS;
             let (s, n, c) = scores(s_name)?;
             let y = get(y_name, Dtype::I64, "I64")?;
@@ -163,14 +174,70 @@ impl MetricsCase {
         } else {
             None
         };
+        let map = if has(&MAP_INPUTS) {
+            let [pb, ps, pi, gb, gi, ni] = MAP_INPUTS;
+            let num = get(ni, Dtype::I64, "I64")?;
+            let num_images = match num.ints[..] {
+                [n] if n >= 1 && num.shape.len() <= 1 => n as usize,
+                _ => return Err(shape_err(ni, "[] holding a count >= 1".into(), &num.shape)),
+            };
+            let boxes = |name: &str| -> Result<Vec<[f32; 4]>, ParityError> {
+                let t = get(name, Dtype::F32, "F32")?;
+                if t.shape.len() != 2 || t.shape[1] != 4 {
+                    return Err(shape_err(name, "[P, 4]".into(), &t.shape));
+                }
+                if let Some((index, &value)) = t.floats.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+                    return Err(ParityError::BadValue { path: path.into(), name: name.into(), index, value });
+                }
+                Ok(t.floats.chunks_exact(4).map(|c| [c[0], c[1], c[2], c[3]]).collect())
+            };
+            let image_of = |name: &str, count: usize| -> Result<Vec<usize>, ParityError> {
+                let t = get(name, Dtype::I64, "I64")?;
+                if t.shape != [count] {
+                    return Err(shape_err(name, format!("[{count}]"), &t.shape));
+                }
+                match t.ints.iter().position(|i| *i < 0 || *i as usize >= num_images) {
+                    Some(index) => Err(ParityError::Invalid {
+                        path: path.into(),
+                        name: name.into(),
+                        message: format!("image index {} at {index} is not in 0..{num_images}", t.ints[index]),
+                    }),
+                    None => Ok(t.ints.iter().map(|i| *i as usize).collect()),
+                }
+            };
+            let pred_boxes = boxes(pb)?;
+            let scores = get(ps, Dtype::F32, "F32")?;
+            if scores.shape != [pred_boxes.len()] {
+                return Err(shape_err(ps, format!("[{}]", pred_boxes.len()), &scores.shape));
+            }
+            if let Some((index, &value)) = scores.floats.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+                return Err(ParityError::BadValue { path: path.into(), name: ps.into(), index, value });
+            }
+            let pred_image = image_of(pi, pred_boxes.len())?;
+            let gt_boxes = boxes(gb)?;
+            let gt_image = image_of(gi, gt_boxes.len())?;
+            let mut images = vec![MapImage::default(); num_images];
+            for ((b, s), i) in pred_boxes.iter().zip(&scores.floats).zip(&pred_image) {
+                images[*i].predictions.push((*b, *s));
+            }
+            for (b, i) in gt_boxes.iter().zip(&gt_image) {
+                images[*i].ground_truth.push(*b);
+            }
+            Some(images)
+        } else {
+            None
+        };
         let reference = stored
             .iter()
             .filter(|(name, t)| {
-                (AUROC_OUTPUTS.contains(&name.as_str()) || name.as_str() == ACCURACY_OUTPUT) && t.dtype == Dtype::F32
+                (AUROC_OUTPUTS.contains(&name.as_str())
+                    || MAP_OUTPUTS.contains(&name.as_str())
+                    || name.as_str() == ACCURACY_OUTPUT)
+                    && t.dtype == Dtype::F32
             })
             .map(|(name, t)| (name.clone(), HostTensor { shape: t.shape.clone(), values: t.floats.clone() }))
             .collect();
-        Ok(Self { path: path.into(), auroc, accuracy, reference })
+        Ok(Self { path: path.into(), auroc, accuracy, map, reference })
     }
 
     /// Compute every group the case holds: `auroc.per_class` `[C]`, `auroc.macro` `[]`,
@@ -189,6 +256,14 @@ impl MetricsCase {
             let acc = accuracy::accuracy(Matrix::new(s, *n, *c).unwrap(), y).expect("validated when read");
             out.tensors.insert(ACCURACY_OUTPUT.into(), HostTensor { shape: vec![], values: vec![acc as f32] });
         }
+        if let Some(images) = &self.map {
+            let r = map::mean_average_precision(images, &map::DETECTION_IOU_THRESHOLDS);
+            out.tensors.insert(MAP_OUTPUTS[0].into(), HostTensor { shape: vec![], values: vec![r.map] });
+            out.tensors.insert(
+                MAP_OUTPUTS[1].into(),
+                HostTensor { shape: vec![r.per_threshold.len()], values: r.per_threshold },
+            );
+        }
         out.metadata.insert("produced_by".into(), format!("mgca {} parity metrics", env!("CARGO_PKG_VERSION")));
         out
     }
@@ -206,7 +281,8 @@ impl MetricsCase {
                 if t.shape.is_empty() && want.values.len() == 1 {
                     want.shape.clear();
                 }
-                Some(Agreement::measure(name, t, &want, SKLEARN))
+                let tol = if MAP_OUTPUTS.contains(&name.as_str()) { TORCHMETRICS_MAP } else { SKLEARN };
+                Some(Agreement::measure(name, t, &want, tol))
             })
             .collect();
         (!lines.is_empty()).then_some(lines)
@@ -241,6 +317,42 @@ mod tests {
             let acc = ours.tensors[ACCURACY_OUTPUT].values[0];
             assert!((0.0..=1.0).contains(&acc));
         }
+    }
+
+    /// The mean-average-precision cases made with torchmetrics 0.8.2
+    /// (`golden/python/map/gen_map_cases.py`): `map.map` and `map.per_threshold` within 1e-6.
+    #[test]
+    fn every_committed_map_case_equals_torchmetrics() {
+        for case in ["case_mixed", "case_hundred_objects", "case_crowded", "case_tight"] {
+            let case = MetricsCase::read(&golden(&format!("python/map/{case}.safetensors"))).unwrap();
+            let ours = case.run();
+            let lines = case.compare(&ours).unwrap();
+            assert_eq!(lines.len(), 2, "{}", case.path.display());
+            for a in lines {
+                assert!(a.ok, "{}: {a}", case.path.display());
+            }
+            assert_eq!(ours.tensors["map.per_threshold"].shape, vec![8]);
+        }
+    }
+
+    /// An image index beyond `map.num_images` is bad input naming the tensor.
+    #[test]
+    fn a_map_case_with_a_stray_image_index_is_refused() {
+        let dir = scratch("parity-metrics-map-bad");
+        let mut file = TensorFile::default();
+        file.tensors.insert("map.pred_boxes".into(), t(&[1, 4], &[0.0, 0.0, 10.0, 10.0]));
+        file.tensors.insert("map.pred_scores".into(), t(&[1], &[0.9]));
+        file.ints.insert("map.pred_image".into(), (vec![1], vec![3]));
+        file.tensors.insert("map.gt_boxes".into(), t(&[1, 4], &[0.0, 0.0, 10.0, 10.0]));
+        file.ints.insert("map.gt_image".into(), (vec![1], vec![0]));
+        file.ints.insert("map.num_images".into(), (vec![], vec![2]));
+        let err = MetricsCase::read(&write(&dir, "bad.safetensors", &file)).unwrap_err().to_string();
+        assert!(err.contains("map.pred_image") && err.contains("0..2"), "{err}");
+        file.ints.insert("map.pred_image".into(), (vec![1], vec![1]));
+        let case = MetricsCase::read(&write(&dir, "ok.safetensors", &file)).unwrap();
+        // Image 0: one box, no detection; image 1: one false positive. AP = 0.
+        assert_eq!(case.run().tensors["map.map"].values, vec![0.0]);
+        std::fs::remove_dir_all(dir).ok();
     }
 
     #[test]
