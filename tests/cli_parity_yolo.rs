@@ -21,7 +21,10 @@ fn mgca_yolo(input: &Path, output: &Path) -> Output {
 /// reference's, checked here on the written file independently of the command's verdict.
 #[test]
 fn reproduces_the_reference_on_every_case() {
-    let cases = common::golden_cases("reference/detection");
+    let cases: Vec<PathBuf> = common::golden_cases("reference/detection")
+        .into_iter()
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("case_"))
+        .collect();
     assert_eq!(cases.len(), 4);
     let dir = scratch("reference");
     let mut detections = 0;

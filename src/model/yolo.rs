@@ -1,5 +1,14 @@
-//! The detector's inference output: decoding the three YOLOv3 heads into boxes, the confidence
-//! filter and greedy non-maximum suppression.
+//! The YOLOv3 neck and heads of MGCA's detection evaluation, and the detector's inference
+//! output: decoding the three heads into boxes, the confidence filter and greedy
+//! non-maximum suppression.
+//!
+//! Neck: CBL = 1×1 or 3×3 convolution (no bias) + BatchNorm + LeakyReLU(0.1); an embedding is
+//! six CBLs alternating 1×1 (to `f₀`) and 3×3 (to `f₁`) and a 1×1 convolution with bias to
+//! 18 = 3 anchors × 6 channels, tapping the fifth CBL's output as the branch. Scale 0 embeds C5
+//! (`f = 512, 1024`) → `out0`; its branch goes through CBL(512→256), nearest ×2 up-sampling and
+//! is concatenated `[up-sampled, C4]` → embedding (256, 512) → `out1`; likewise CBL(256→128),
+//! ×2, `[up-sampled, C3]` → embedding (128, 256) → `out2`. PyTorch's default initialisation
+//! (burn's defaults for convolutions are the same Kaiming-uniform bounds).
 //!
 //! Decode, per scale `s` with grid `G`, stride `r` and grid-unit anchors `(a_w, a_h)`:
 //! `b_x = (σ(t_x) + col)·r`, `b_y = (σ(t_y) + row)·r`, `b_w = e^{t_w}·a_w·r`, `b_h = e^{t_h}·a_h·r`,
@@ -7,7 +16,8 @@
 //! the order anchor, row, column. Per image: corners, keep `σ(t_o) ≥ 0.5`, sort by objectness
 //! (descending), keep the top box and drop the rest whose "+1" IoU with it is ≥ 0.5; repeat.
 //!
-//! Book: "Detection" (inference and NMS). Reference: `mgca/utils/yolo_loss.py`,
+//! Book: "Detection" (architecture, inference and NMS). Reference:
+//! `mgca/models/ssl_detector.py`, `ModelMain` (neck and heads), and `mgca/utils/yolo_loss.py`,
 //! `YOLOLoss.forward` without targets and `non_max_suppression`, and
 //! `mgca/models/ssl_detector.py`, `SSLDetector.shared_step` (thresholds 0.5 and 0.5), at
 //! HKU-MedAI/MGCA `680fe4a6ee0c`.
@@ -15,7 +25,168 @@
 //! **Deviation:** none. Ties in objectness (which `torch.sort` orders arbitrarily) keep their
 //! decode order here.
 
+use burn::module::Module;
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::tensor::Tensor;
+use burn::tensor::activation::leaky_relu;
+use burn::tensor::backend::Backend;
+use burn::tensor::module::interpolate;
+use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+
+use super::batchnorm::{BatchNorm, Mode};
 use crate::loss::yolo::{ANCHORS_PER_SCALE, ATTRIBUTES, GRIDS, anchors_grid, iou_plus_one, stride};
+use crate::weights::{WeightError, WeightReader};
+
+/// The neck's sizes: the backbone's C3, C4, C5 channels (ResNet-50: 512, 1024, 2048) and the
+/// widths of the three embeddings (the reference: 512/1024, 256/512, 128/256).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct YoloNeckConfig {
+    /// Channels of C3, C4, C5.
+    pub backbone_channels: [usize; 3],
+    /// `(f₀, f₁)` of the embeddings of scales 0, 1, 2.
+    pub widths: [[usize; 2]; 3],
+}
+
+impl YoloNeckConfig {
+    /// The reference's neck on ResNet-50.
+    pub fn resnet50() -> Self {
+        Self { backbone_channels: [512, 1024, 2048], widths: [[512, 1024], [256, 512], [128, 256]] }
+    }
+
+    /// A small neck for the smoke tier and tests.
+    pub fn smoke(backbone_channels: [usize; 3]) -> Self {
+        Self { backbone_channels, widths: [[16, 32], [8, 16], [8, 16]] }
+    }
+
+    /// A randomly initialised neck.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> YoloNeck<B> {
+        let [c3, c4, c5] = self.backbone_channels;
+        let [w0, w1, w2] = self.widths;
+        YoloNeck {
+            embedding0: Embedding::new(c5, w0, device),
+            embedding1_cbl: Cbl::new(w0[0], w1[0], 1, device),
+            embedding1: Embedding::new(c4 + w1[0], w1, device),
+            embedding2_cbl: Cbl::new(w1[0], w2[0], 1, device),
+            embedding2: Embedding::new(c3 + w2[0], w2, device),
+        }
+    }
+}
+
+/// Convolution (no bias) + BatchNorm + LeakyReLU(0.1).
+#[derive(Module, Debug)]
+pub struct Cbl<B: Backend> {
+    conv: Conv2d<B>,
+    bn: BatchNorm<B>,
+}
+
+impl<B: Backend> Cbl<B> {
+    fn new(input: usize, output: usize, kernel: usize, device: &B::Device) -> Self {
+        let pad = (kernel - 1) / 2;
+        let conv = Conv2dConfig::new([input, output], [kernel, kernel])
+            .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+            .with_bias(false)
+            .init(device);
+        Self { conv, bn: BatchNorm::new(output, true, device) }
+    }
+
+    fn forward(&self, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 4> {
+        leaky_relu(self.bn.forward(self.conv.forward(x), mode), 0.1)
+    }
+
+    fn load(&mut self, prefix: &str, weights: &mut WeightReader, device: &B::Device) -> Result<(), WeightError> {
+        let shape = self.conv.weight.val().dims();
+        self.conv.weight = weights.param(device, &format!("{prefix}.conv.weight"), &shape)?;
+        self.bn = BatchNorm::load(&format!("{prefix}.bn"), shape[0], true, weights, device)?;
+        Ok(())
+    }
+}
+
+/// Six CBLs and the output convolution; the fifth CBL's output is the branch.
+#[derive(Module, Debug)]
+pub struct Embedding<B: Backend> {
+    cbls: Vec<Cbl<B>>,
+    conv_out: Conv2d<B>,
+}
+
+impl<B: Backend> Embedding<B> {
+    fn new(input: usize, [f0, f1]: [usize; 2], device: &B::Device) -> Self {
+        let cbls = (0..6)
+            .map(|i| match i {
+                0 => Cbl::new(input, f0, 1, device),
+                _ if i % 2 == 1 => Cbl::new(f0, f1, 3, device),
+                _ => Cbl::new(f1, f0, 1, device),
+            })
+            .collect();
+        let conv_out = Conv2dConfig::new([f1, ANCHORS_PER_SCALE * ATTRIBUTES], [1, 1]).init(device);
+        Self { cbls, conv_out }
+    }
+
+    /// `(output, branch)`.
+    fn forward(&self, mut x: Tensor<B, 4>, mode: Mode) -> (Tensor<B, 4>, Tensor<B, 4>) {
+        let mut branch = None;
+        for (i, cbl) in self.cbls.iter().enumerate() {
+            x = cbl.forward(x, mode);
+            if i == 4 {
+                branch = Some(x.clone());
+            }
+        }
+        (self.conv_out.forward(x), branch.expect("six CBLs"))
+    }
+
+    fn load(&mut self, prefix: &str, weights: &mut WeightReader, device: &B::Device) -> Result<(), WeightError> {
+        for (i, cbl) in self.cbls.iter_mut().enumerate() {
+            cbl.load(&format!("{prefix}.{i}"), weights, device)?;
+        }
+        let shape = self.conv_out.weight.val().dims();
+        self.conv_out.weight = weights.param(device, &format!("{prefix}.conv_out.weight"), &shape)?;
+        self.conv_out.bias = Some(weights.param(device, &format!("{prefix}.conv_out.bias"), &[shape[0]])?);
+        Ok(())
+    }
+}
+
+/// The YOLOv3 neck and heads.
+#[derive(Module, Debug)]
+pub struct YoloNeck<B: Backend> {
+    embedding0: Embedding<B>,
+    embedding1_cbl: Cbl<B>,
+    embedding1: Embedding<B>,
+    embedding2_cbl: Cbl<B>,
+    embedding2: Embedding<B>,
+}
+
+fn upsample2<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let [_, _, h, w] = x.dims();
+    interpolate(x, [2 * h, 2 * w], InterpolateOptions::new(InterpolateMode::Nearest))
+}
+
+// ANCHOR: neck
+impl<B: Backend> YoloNeck<B> {
+    /// The three head outputs `[B, 18, G, G]` (G = 7, 14, 28 at 224 px) from C3, C4, C5.
+    pub fn forward(&self, c3: Tensor<B, 4>, c4: Tensor<B, 4>, c5: Tensor<B, 4>, mode: Mode) -> [Tensor<B, 4>; 3] {
+        let (out0, branch0) = self.embedding0.forward(c5, mode);
+        let x = upsample2(self.embedding1_cbl.forward(branch0, mode)); // [B, f₀¹, 14, 14]
+        let (out1, branch1) = self.embedding1.forward(Tensor::cat(vec![x, c4], 1), mode);
+        let x = upsample2(self.embedding2_cbl.forward(branch1, mode)); // [B, f₀², 28, 28]
+        let (out2, _) = self.embedding2.forward(Tensor::cat(vec![x, c3], 1), mode);
+        [out0, out1, out2]
+    }
+}
+// ANCHOR_END: neck
+
+impl<B: Backend> YoloNeck<B> {
+    /// Load the reference's `ModelMain` neck (keys `embedding0.0.conv.weight`, …, without the
+    /// `backbone.` entries).
+    pub fn load(config: &YoloNeckConfig, weights: &mut WeightReader, device: &B::Device) -> Result<Self, WeightError> {
+        let mut neck = config.init::<B>(device);
+        neck.embedding0.load("embedding0", weights, device)?;
+        neck.embedding1_cbl.load("embedding1_cbl", weights, device)?;
+        neck.embedding1.load("embedding1", weights, device)?;
+        neck.embedding2_cbl.load("embedding2_cbl", weights, device)?;
+        neck.embedding2.load("embedding2", weights, device)?;
+        Ok(neck)
+    }
+}
 
 /// One detection: corners in pixels of the 224 px frame, objectness, class score, class.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -102,6 +273,34 @@ pub fn non_max_suppression(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::{Cpu, cpu_device};
+    use crate::parity::{Agreement, RESNET_FEATURES};
+    use crate::tensor_file::{HostTensor, TensorFile};
+    use crate::testing;
+
+    /// The reference's own `ModelMain` (widths ÷ 32, `golden/reference/detection/gen_neck_case.py`):
+    /// the three head outputs in training mode (batch statistics, updating the running ones)
+    /// and then in evaluation mode, from the same C3/C4/C5; every weight of the case used.
+    #[test]
+    fn the_neck_matches_the_reference_model_main() {
+        let dev = cpu_device();
+        let file = TensorFile::read(&testing::golden("reference/detection/neck_case.safetensors")).unwrap();
+        let mut weights = WeightReader::new(file.clone());
+        let config = YoloNeckConfig { backbone_channels: [16, 32, 64], widths: [[16, 32], [8, 16], [4, 8]] };
+        let neck = YoloNeck::<Cpu>::load(&config, &mut weights, &dev).unwrap();
+        let unused: Vec<String> = weights.unused().into_iter().filter(|k| k.starts_with("embedding")).collect();
+        assert!(unused.is_empty(), "{unused:?}");
+        let input = |name: &str| file.tensors[name].to_tensor::<Cpu, 4>(&dev);
+        for mode in [Mode::Train, Mode::Eval] {
+            let outs = neck.forward(input("in.c3"), input("in.c4"), input("in.c5"), mode);
+            let tag = if mode == Mode::Train { "train" } else { "eval" };
+            for (i, out) in outs.into_iter().enumerate() {
+                let name = format!("out.{tag}.{i}");
+                let a = Agreement::measure(&name, &HostTensor::from_tensor(out), &file.tensors[&name], RESNET_FEATURES);
+                assert!(a.ok, "{a}");
+            }
+        }
+    }
 
     /// A head output with every logit at `fill`, `[1, 18, G, G]` for each scale.
     fn heads(fill: f32) -> [Vec<f32>; 3] {
