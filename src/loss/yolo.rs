@@ -17,7 +17,11 @@
 //! targets overwriting earlier ones in the same cell and anchor, the no-object mask left at 1
 //! on a positive cell whose anchor's IoU is at most 0.5.
 
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
+
+use crate::backend::{GradientLink, gradient_link, take_values};
 
 /// Attributes per anchor: `t_x, t_y, t_w, t_h`, objectness, one class.
 pub const ATTRIBUTES: usize = 6;
@@ -260,6 +264,41 @@ pub fn scale_loss(
 }
 // ANCHOR_END: loss
 
+/// The summed loss of the three scales and its per-scale terms.
+#[derive(Debug, Clone)]
+pub struct YoloLossOutput<B: Backend> {
+    /// `L = L_scale0 + L_scale1 + L_scale2`, `[1]`, differentiable with respect to the heads.
+    pub loss: Tensor<B, 1>,
+    /// Each scale's terms (for the logs, as the reference logs `x, y, w, h, conf, cls`).
+    pub scales: [ScaleLoss; 3],
+}
+
+// ANCHOR: yolo_loss
+/// The loss of the three head outputs `[B, 18, G, G]` against each image's boxes. The values
+/// leave the device once (they are small); the gradient computed with them is attached to the
+/// heads through [`gradient_link`], so backpropagation continues into the neck.
+pub fn yolo_loss<B: GradientLink>(
+    heads: [Tensor<B, 4>; 3],
+    boxes: &[Vec<TargetBox>],
+    config: &YoloLossConfig,
+) -> YoloLossOutput<B> {
+    let device = heads[0].device();
+    let mut loss = Tensor::<B, 1>::zeros([1], &device);
+    let mut scales = [ScaleLoss::default(); 3];
+    for (s, head) in heads.into_iter().enumerate() {
+        let dims = head.dims();
+        assert_eq!(dims[0], boxes.len(), "one box list per image");
+        let (values, handle) = take_values(head);
+        let targets = build_targets(boxes, s, config);
+        let (terms, grad) = scale_loss(&values, &targets, config, 1.0);
+        scales[s] = terms;
+        let grad = Tensor::<B, 4>::from_data(TensorData::new(grad, dims), &device);
+        loss = loss + gradient_link(handle, grad) + Tensor::from_floats([terms.total as f32], &device);
+    }
+    YoloLossOutput { loss, scales }
+}
+// ANCHOR_END: yolo_loss
+
 /// Targets from the reference's padded tensor `[B, T, 5]` (`class, cx, cy, w, h`; rows whose
 /// five values sum to 0 are padding).
 pub fn boxes_from_padded(values: &[f32], batch: usize, rows: usize) -> Vec<Vec<TargetBox>> {
@@ -317,6 +356,40 @@ mod tests {
         assert_eq!(t.tx, only_b.tx);
         assert_eq!(t.tw, only_b.tw);
         assert_eq!(t.obj, only_b.obj);
+    }
+
+    /// Through autodiff: the loss is the host loss, and the heads' gradients are the host
+    /// gradients (whatever upstream scale: here 2·L).
+    #[test]
+    fn the_autodiff_loss_carries_the_host_gradient() {
+        use crate::backend::{CpuAutodiff, cpu_device};
+        let dev = cpu_device();
+        let config = YoloLossConfig::reference();
+        let boxes = vec![
+            vec![TargetBox { class: 0, cx: 0.4, cy: 0.5, w: 0.3, h: 0.2 }],
+            vec![TargetBox { class: 0, cx: 0.7, cy: 0.2, w: 0.1, h: 0.1 }],
+        ];
+        let raw: [Vec<f32>; 3] =
+            GRIDS.map(|g| (0..2 * 18 * g * g).map(|i| ((i * 7919 % 997) as f32 / 997.0 - 0.5) * 2.0).collect());
+        let heads: [Tensor<CpuAutodiff, 4>; 3] = std::array::from_fn(|s| {
+            let g = GRIDS[s];
+            Tensor::<CpuAutodiff, 4>::from_data(TensorData::new(raw[s].clone(), [2, 18, g, g]), &dev).require_grad()
+        });
+        let out = yolo_loss(heads.clone(), &boxes, &config);
+        let host: f64 = raw
+            .iter()
+            .enumerate()
+            .map(|(s, r)| scale_loss(r, &build_targets(&boxes, s, &config), &config, 1.0).0.total)
+            .sum();
+        let value = out.loss.clone().into_scalar();
+        assert!((value as f64 - host).abs() < 1e-6 * host, "{value} vs {host}");
+        let grads = (out.loss * 2.0).backward();
+        for (s, r) in raw.iter().enumerate() {
+            let want = scale_loss(r, &build_targets(&boxes, s, &config), &config, 2.0).1;
+            let got = heads[s].grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap();
+            let worst = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(worst < 1e-9, "scale {s}: {worst}");
+        }
     }
 
     /// The gradient is the derivative of the loss (central differences in f64 of the f32 loss).

@@ -141,25 +141,35 @@ impl<B: Backend> Bottleneck<B> {
 impl<B: Backend> ResNet<B> {
     /// Encode images `[N, 3, S, S]`; BatchNorm in `mode`.
     pub fn forward(&self, images: Tensor<B, 4>, mode: Mode) -> ResNetOutput<B> {
-        let x = match self.upsample_to {
-            Some(side) => interpolate(
-                images,
-                [side, side],
-                InterpolateOptions::new(InterpolateMode::Bilinear).with_align_corners(true),
-            ), // [N, 3, 299, 299]
-            None => images,
-        };
-        let x = self.maxpool.forward(relu(self.bn1.forward(self.conv1.forward(x), mode))); // [N, 64, 75, 75]
-        let stage = |x, blocks: &[Bottleneck<B>]| blocks.iter().fold(x, |x, b| b.forward(x, mode));
-        let x = stage(x, &self.layer1); // [N, 256, 75, 75]
-        let x = stage(x, &self.layer2); // [N, 512, 38, 38]
-        let local = stage(x, &self.layer3); // [N, 1024, 19, 19]
-        let x = stage(local.clone(), &self.layer4); // [N, 2048, 10, 10]
+        // MGCA: [N, 512, 38, 38], [N, 1024, 19, 19], [N, 2048, 10, 10] after the 299 px up-sampling.
+        let [_, local, x] = self.pyramid(images, mode);
         let [n, c, _, _] = x.dims();
         let global = x.mean_dim(3).mean_dim(2).reshape([n, c]); // [N, 2048]
         let [_, c, h, w] = local.dims();
         let local = local.reshape([n, c, h * w]).swap_dims(1, 2); // [N, 361, 1024]
         ResNetOutput { global, local }
+    }
+}
+
+impl<B: Backend> ResNet<B> {
+    /// The feature pyramid a detector reads, `[C3, C4, C5]`: the outputs of layers 2, 3 and 4
+    /// (ResNet-50 at 224 px without up-sampling: 512 × 28², 1024 × 14², 2048 × 7²), as the
+    /// reference's `ResNetDetector.forward` returns them.
+    pub fn pyramid(&self, images: Tensor<B, 4>, mode: Mode) -> [Tensor<B, 4>; 3] {
+        let x = match self.upsample_to {
+            Some(side) => interpolate(
+                images,
+                [side, side],
+                InterpolateOptions::new(InterpolateMode::Bilinear).with_align_corners(true),
+            ),
+            None => images,
+        };
+        let x = self.maxpool.forward(relu(self.bn1.forward(self.conv1.forward(x), mode)));
+        let stage = |x, blocks: &[Bottleneck<B>]| blocks.iter().fold(x, |x, b| b.forward(x, mode));
+        let c3 = stage(stage(x, &self.layer1), &self.layer2);
+        let c4 = stage(c3.clone(), &self.layer3);
+        let c5 = stage(c4.clone(), &self.layer4);
+        [c3, c4, c5]
     }
 }
 // ANCHOR_END: forward
@@ -242,6 +252,30 @@ mod tests {
 
     fn golden(name: &str) -> TensorFile {
         TensorFile::read_numeric(&testing::golden(&format!("pytorch/resnet/{name}"))).unwrap()
+    }
+
+    /// The pyramid's C4 is the encoder's local tokens and C5 pools to its global feature.
+    #[test]
+    fn the_pyramid_agrees_with_the_encoder_output() {
+        let dev = cpu_device();
+        let config = ResNetConfig { width: 4, blocks: [1, 1, 1, 1], expansion: 4, upsample_to: None };
+        let net = config.init::<Cpu>(&dev);
+        let x = formula_images(2, 64).to_tensor::<Cpu, 4>(&dev);
+        let [c3, c4, c5] = net.pyramid(x.clone(), Mode::Eval);
+        assert_eq!((c3.dims(), c4.dims(), c5.dims()), ([2, 32, 8, 8], [2, 64, 4, 4], [2, 128, 2, 2]));
+        let out = net.forward(x, Mode::Eval);
+        let local = c4.reshape([2, 64, 16]).swap_dims(1, 2);
+        let a =
+            Agreement::measure("local", &HostTensor::from_tensor(local), &HostTensor::from_tensor(out.local), SHALLOW);
+        assert!(a.ok, "{a}");
+        let global = c5.mean_dim(3).mean_dim(2).reshape([2, 128]);
+        let a = Agreement::measure(
+            "global",
+            &HostTensor::from_tensor(global),
+            &HostTensor::from_tensor(out.global),
+            SHALLOW,
+        );
+        assert!(a.ok, "{a}");
     }
 
     #[test]
