@@ -8,6 +8,7 @@
 //!
 //! **Deviation:** none at this level; each module states its own.
 
+pub mod detection;
 pub mod encoder;
 pub mod finetune;
 pub mod linear;
