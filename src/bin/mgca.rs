@@ -54,7 +54,8 @@ use mgca::model::import::{Architecture, import};
 use mgca::parity::encoders::{self, EncoderRun};
 use mgca::parity::metrics::MetricsCase;
 use mgca::parity::yolo::YoloCase;
-use mgca::parity::{Agreement, LossCase, SCALARS};
+use mgca::parity::{Agreement, LossCase, ParityError, SCALARS};
+use mgca::tensor_file::TensorFile;
 use mgca::weights::keymap::{KeyMap, Layout};
 
 #[derive(Parser)]
@@ -419,46 +420,52 @@ fn verdict(lines: Option<Vec<Agreement>>, with: &str) -> ExitCode {
     }
 }
 
-fn parity_metrics(input: &Path, output: &Path) -> ExitCode {
-    let case = match MetricsCase::read(input) {
+/// A case command's common course: read (bad input: exit 2), run, write (failure: exit 2),
+/// print `summary` of our outputs, then the agreement with the reference outputs the case holds.
+fn run_case<C>(
+    input: &Path,
+    output: &Path,
+    case: Result<C, ParityError>,
+    run: impl FnOnce(&C) -> TensorFile,
+    summary: impl FnOnce(&TensorFile),
+    compare: impl FnOnce(&C, &TensorFile) -> Option<Vec<Agreement>>,
+    with: &str,
+) -> ExitCode {
+    let case = match case {
         Ok(case) => case,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
     };
-    let ours = case.run();
+    let ours = run(&case);
     if let Err(e) = ours.write(output) {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
     println!("case {}", input.display());
-    for (name, t) in &ours.tensors {
-        let values: Vec<String> = t.values.iter().map(|v| format!("{v:.6}")).collect();
-        println!("  {name:<16} {}", values.join(" "));
-    }
+    summary(&ours);
     println!("wrote {}", output.display());
-    verdict(case.compare(&ours), "the reference's outputs (scikit-learn, torchmetrics)")
+    verdict(compare(&case, &ours), with)
+}
+
+fn parity_metrics(input: &Path, output: &Path) -> ExitCode {
+    let summary = |ours: &TensorFile| {
+        for (name, t) in &ours.tensors {
+            let values: Vec<String> = t.values.iter().map(|v| format!("{v:.6}")).collect();
+            println!("  {name:<16} {}", values.join(" "));
+        }
+    };
+    let with = "the reference's outputs (scikit-learn, torchmetrics)";
+    run_case(input, output, MetricsCase::read(input), MetricsCase::run, summary, MetricsCase::compare, with)
 }
 
 fn parity_yolo(input: &Path, output: &Path) -> ExitCode {
-    let case = match YoloCase::read(input) {
-        Ok(case) => case,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
+    let summary = |ours: &TensorFile| {
+        println!("  yolo.loss        {:.6}", ours.tensors["yolo.loss"].values[0]);
+        println!("  yolo.detections  {} rows", ours.tensors["yolo.detections"].shape[0]);
     };
-    let ours = case.run();
-    if let Err(e) = ours.write(output) {
-        eprintln!("error: {e}");
-        return ExitCode::from(2);
-    }
-    println!("case {}", input.display());
-    println!("  yolo.loss        {:.6}", ours.tensors["yolo.loss"].values[0]);
-    println!("  yolo.detections  {} rows", ours.tensors["yolo.detections"].shape[0]);
-    println!("wrote {}", output.display());
-    verdict(case.compare(&ours), "the reference's outputs")
+    run_case(input, output, YoloCase::read(input), YoloCase::run, summary, YoloCase::compare, "the reference's outputs")
 }
 
 /// Print what an encoder run did: the checkpoint keys it left, then its summary.

@@ -33,35 +33,13 @@ fn geometry(shape: &[usize]) -> (usize, usize, usize) {
     (shape[0], shape[1], shape[2..].iter().product())
 }
 
-/// `f(sum over the channel's values)` for every channel: `x` is `[N, C, inner]`.
-fn per_channel_sum(
-    x: &[f32],
-    (n, c, inner): (usize, usize, usize),
-    term: impl Fn(usize, f32) -> f64 + Sync,
-) -> Vec<f64> {
-    (0..c)
-        .into_par_iter()
-        .map(|ch| {
-            let mut total = 0f64;
-            for b in 0..n {
-                let start = (b * c + ch) * inner;
-                let mut lanes = [0f64; 8];
-                let block = &x[start..start + inner];
-                let chunks = block.chunks_exact(8);
-                let tail: f64 = chunks.remainder().iter().map(|v| term(ch, *v)).sum();
-                for chunk in chunks {
-                    for k in 0..8 {
-                        lanes[k] += term(ch, chunk[k]);
-                    }
-                }
-                total += lanes.iter().sum::<f64>() + tail;
-            }
-            total
-        })
-        .collect()
+/// `Σ term(c, x)` over each channel's values, for every channel: `x` is `[N, C, inner]`.
+fn per_channel_sum(x: &[f32], geo: (usize, usize, usize), term: impl Fn(usize, f32) -> f64 + Sync) -> Vec<f64> {
+    per_channel_dot(x, x, geo, |ch, v, _| term(ch, v))
 }
 
-/// Like [`per_channel_sum`] for a product of two tensors of the same shape.
+/// `Σ term(c, a, b)` over each channel's values of two tensors of the same shape `[N, C, inner]`,
+/// in f64, one channel per task.
 fn per_channel_dot(
     a: &[f32],
     b: &[f32],
@@ -167,14 +145,11 @@ impl Backward<Cpu, 3> for TrainNode {
             });
             grads.register::<Cpu>(node.id, like(&s.x, dx));
         }
-        let vector = |v: Vec<f64>| {
-            FlexTensor::from_data(TensorData::new(v.into_iter().map(|v| v as f32).collect::<Vec<f32>>(), [geo.1]))
-        };
         if let Some(node) = pgamma {
-            grads.register::<Cpu>(node.id, vector(sum_gx));
+            grads.register::<Cpu>(node.id, channel_vector(&sum_gx));
         }
         if let Some(node) = pbeta {
-            grads.register::<Cpu>(node.id, vector(sum_g));
+            grads.register::<Cpu>(node.id, channel_vector(&sum_g));
         }
     }
 }
@@ -198,15 +173,15 @@ impl Backward<Cpu, 3> for AffineNode {
         let s = ops.state;
         let geo = geometry(s.x.layout().shape());
         let gv = values(&g);
-        let vector = |v: Vec<f64>| {
-            FlexTensor::from_data(TensorData::new(v.into_iter().map(|v| v as f32).collect::<Vec<f32>>(), [geo.1]))
-        };
         if let Some(node) = pscale {
             let x = values(&s.x);
-            grads.register::<Cpu>(node.id, vector(per_channel_dot(gv, x, geo, |_, gy, xv| gy as f64 * xv as f64)));
+            grads.register::<Cpu>(
+                node.id,
+                channel_vector(&per_channel_dot(gv, x, geo, |_, gy, xv| gy as f64 * xv as f64)),
+            );
         }
         if let Some(node) = pshift {
-            grads.register::<Cpu>(node.id, vector(per_channel_sum(gv, geo, |_, v| v as f64)));
+            grads.register::<Cpu>(node.id, channel_vector(&per_channel_sum(gv, geo, |_, v| v as f64)));
         }
         if let Some(node) = px {
             let mut dx = vec![0f32; gv.len()];
@@ -226,6 +201,11 @@ impl Backward<Cpu, 3> for AffineNode {
 fn vector_tensor(values: Vec<f32>) -> FlexTensor {
     let n = values.len();
     FlexTensor::from_data(TensorData::new(values, [n]))
+}
+
+/// A `[C]` flex tensor of per-channel f64 sums, in f32.
+fn channel_vector(sums: &[f64]) -> FlexTensor {
+    vector_tensor(sums.iter().map(|v| *v as f32).collect())
 }
 
 /// Training-mode BatchNorm on the CPU backend: `Ok((y, μ, σ²))` with the batch statistics

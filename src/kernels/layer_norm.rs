@@ -19,23 +19,9 @@ use burn::tensor::ops::FloatTensor;
 use burn::tensor::{Tensor, TensorData, TensorPrimitive};
 use burn_flex::FlexTensor;
 
+use super::math::{LANES, lane_sum};
 use super::{PARALLEL_MIN_ELEMENTS, Route, back, contiguous, like, multiversion, route, values};
 use crate::backend::{Cpu, CpuAutodiff};
-
-const LANES: usize = 16;
-
-#[inline(always)]
-fn lane_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
-    let mut acc = [0f32; LANES];
-    let chunks = x.chunks_exact(LANES);
-    let tail: f32 = chunks.remainder().iter().map(|v| f(*v)).sum();
-    for c in chunks {
-        for k in 0..LANES {
-            acc[k] += f(c[k]);
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
 
 multiversion! {
     /// Normalise each row of `gamma.len()` values of `x` into `y`; `stats` receives `(μ, r)`

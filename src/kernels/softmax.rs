@@ -14,12 +14,9 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorPrimitive};
 use burn_flex::FlexTensor;
 
-use super::math::exp;
+use super::math::{LANES, exp, lane_sum};
 use super::{Route, back, contiguous, for_rows, like, multiversion, route, unary_node, values};
 use crate::backend::Cpu;
-
-/// Lanes of the partial sums and maxima (one AVX-512 register).
-const LANES: usize = 16;
 
 #[inline(always)]
 fn row_max(x: &[f32]) -> f32 {
@@ -60,15 +57,7 @@ multiversion! {
             for (x, y) in x.iter().zip(y.iter_mut()) {
                 *y = exp(x - m);
             }
-            let mut acc = [0f32; LANES];
-            let chunks = y.chunks_exact(LANES);
-            let tail: f32 = chunks.remainder().iter().sum();
-            for c in chunks {
-                for k in 0..LANES {
-                    acc[k] += c[k];
-                }
-            }
-            let inv = 1.0 / (acc.iter().sum::<f32>() + tail);
+            let inv = 1.0 / lane_sum(y, |v| v);
             for y in y.iter_mut() {
                 *y *= inv;
             }

@@ -183,7 +183,8 @@ pub struct ScaleLoss {
     pub total: f64,
 }
 
-fn sigmoid(v: f32) -> f32 {
+/// The logistic function in f32, as `torch.sigmoid` on the heads.
+pub fn sigmoid(v: f32) -> f32 {
     1.0 / (1.0 + (-v).exp())
 }
 
@@ -274,6 +275,17 @@ pub struct YoloLossOutput<B: Backend> {
 }
 
 // ANCHOR: yolo_loss
+/// The three scales' terms and gradients (scaled by `upstream`) for head outputs `[B, 18, G, G]`
+/// against each image's boxes, on the host.
+pub fn yolo_loss_host(
+    heads: [&[f32]; 3],
+    boxes: &[Vec<TargetBox>],
+    config: &YoloLossConfig,
+    upstream: f32,
+) -> [(ScaleLoss, Vec<f32>); 3] {
+    std::array::from_fn(|s| scale_loss(heads[s], &build_targets(boxes, s, config), config, upstream))
+}
+
 /// The loss of the three head outputs `[B, 18, G, G]` against each image's boxes. The values
 /// leave the device once (they are small); the gradient computed with them is attached to the
 /// heads through [`gradient_link`], so backpropagation continues into the neck.
@@ -283,19 +295,16 @@ pub fn yolo_loss<B: GradientLink>(
     config: &YoloLossConfig,
 ) -> YoloLossOutput<B> {
     let device = heads[0].device();
+    let dims = heads.each_ref().map(|h| h.dims());
+    assert!(dims.iter().all(|d| d[0] == boxes.len()), "one box list per image");
+    let [(v0, h0), (v1, h1), (v2, h2)] = heads.map(take_values);
+    let per_scale = yolo_loss_host([&v0, &v1, &v2], boxes, config, 1.0);
     let mut loss = Tensor::<B, 1>::zeros([1], &device);
-    let mut scales = [ScaleLoss::default(); 3];
-    for (s, head) in heads.into_iter().enumerate() {
-        let dims = head.dims();
-        assert_eq!(dims[0], boxes.len(), "one box list per image");
-        let (values, handle) = take_values(head);
-        let targets = build_targets(boxes, s, config);
-        let (terms, grad) = scale_loss(&values, &targets, config, 1.0);
-        scales[s] = terms;
-        let grad = Tensor::<B, 4>::from_data(TensorData::new(grad, dims), &device);
+    for ((handle, (terms, grad)), dims) in [h0, h1, h2].into_iter().zip(&per_scale).zip(dims) {
+        let grad = Tensor::<B, 4>::from_data(TensorData::new(grad.clone(), dims), &device);
         loss = loss + gradient_link(handle, grad) + Tensor::from_floats([terms.total as f32], &device);
     }
-    YoloLossOutput { loss, scales }
+    YoloLossOutput { loss, scales: per_scale.map(|(terms, _)| terms) }
 }
 // ANCHOR_END: yolo_loss
 
@@ -384,10 +393,10 @@ mod tests {
         let value = out.loss.clone().into_scalar();
         assert!((value as f64 - host).abs() < 1e-6 * host, "{value} vs {host}");
         let grads = (out.loss * 2.0).backward();
-        for (s, r) in raw.iter().enumerate() {
-            let want = scale_loss(r, &build_targets(&boxes, s, &config), &config, 2.0).1;
+        let want = yolo_loss_host([&raw[0], &raw[1], &raw[2]], &boxes, &config, 2.0);
+        for (s, (_, want)) in want.iter().enumerate() {
             let got = heads[s].grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap();
-            let worst = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            let worst = got.iter().zip(want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
             assert!(worst < 1e-9, "scale {s}: {worst}");
         }
     }

@@ -35,7 +35,7 @@ use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 
 use super::batchnorm::{BatchNorm, Mode};
-use crate::loss::yolo::{ANCHORS_PER_SCALE, ATTRIBUTES, GRIDS, anchors_grid, iou_plus_one, stride};
+use crate::loss::yolo::{ANCHORS_PER_SCALE, ATTRIBUTES, GRIDS, anchors_grid, iou_plus_one, sigmoid, stride};
 use crate::weights::{WeightError, WeightReader};
 
 /// The neck's sizes: the backbone's C3, C4, C5 channels (ResNet-50: 512, 1024, 2048) and the
@@ -202,10 +202,6 @@ pub struct Detection {
 
 /// The decoded candidates of one image, before filtering: `(cx, cy, w, h, objectness, class)`.
 pub type Candidate = [f32; 6];
-
-fn sigmoid(v: f32) -> f32 {
-    1.0 / (1.0 + (-v).exp())
-}
 
 // ANCHOR: decode
 /// Decode image `b` of the three head outputs (`[B, 18, G, G]` each) into its 3087 candidates.

@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::{Agreement, ParityError, YOLO_DETECTIONS, YOLO_GRADIENTS, YOLO_LOSS};
-use crate::loss::yolo::{GRIDS, YoloLossConfig, boxes_from_padded, build_targets, scale_loss};
+use crate::loss::yolo::{GRIDS, YoloLossConfig, boxes_from_padded, yolo_loss_host};
 use crate::model::yolo::{decode, non_max_suppression};
 use crate::tensor_file::{HostTensor, TensorFile};
 
@@ -113,18 +113,17 @@ impl YoloCase {
         let config = YoloLossConfig::reference();
         let boxes = boxes_from_padded(&self.targets, self.batch, self.rows);
         let mut out = TensorFile::default();
+        let heads = [&self.heads[0][..], &self.heads[1][..], &self.heads[2][..]];
         let mut loss = 0f64;
-        for s in 0..3 {
-            let targets = build_targets(&boxes, s, &config);
-            let (l, grad) = scale_loss(&self.heads[s], &targets, &config, 1.0);
-            loss += l.total;
+        for (s, (terms, grad)) in yolo_loss_host(heads, &boxes, &config, 1.0).into_iter().enumerate() {
+            loss += terms.total;
             let g = GRIDS[s];
             out.tensors.insert(GRADIENTS[s].into(), HostTensor { shape: vec![self.batch, 18, g, g], values: grad });
         }
         out.tensors.insert(LOSS.into(), HostTensor { shape: vec![], values: vec![loss as f32] });
         let mut rows = Vec::new();
         for b in 0..self.batch {
-            let candidates = decode([&self.heads[0], &self.heads[1], &self.heads[2]], b);
+            let candidates = decode(heads, b);
             for d in non_max_suppression(&candidates, CONF_THRESHOLD, NMS_THRESHOLD).unwrap_or_default() {
                 rows.extend([b as f32, d.x1, d.y1, d.x2, d.y2, d.objectness, d.class_score, d.class as f32]);
             }
