@@ -1,18 +1,24 @@
-//! The image cache: every image of a split decoded once, resized and padded to 256 × 256 as
-//! the reference's `resize_img` does, and packed into one file of fixed-size records that
-//! worker threads read by offset; a loader that crops, normalises and batches on worker
-//! threads and prefetches ahead of the training step.
+//! The image cache: every image of a split decoded once, brought to a square as the reference
+//! does — resized and padded to 256 × 256 by `resize_img` (classification, pretraining), or
+//! stretched to 224 × 224 by OpenCV's bilinear `resize` (detection) — and packed into one file
+//! of fixed-size records that worker threads read by offset; a loader that crops, normalises and
+//! batches on worker threads and prefetches ahead of the training step.
 //!
-//! File layout: a 64-byte header (`MGCACACHE1`, record side, record count), then one
+//! File layout: a 64-byte header (`MGCACACHE1`, record side, record count, geometry), then one
 //! `side × side` u8 record per row of the split, in the split's order; beside it an index CSV
-//! (`row, path, status`) that says which rows were skipped and why. The file is written under a
-//! temporary name and renamed when complete.
+//! (`row, path, status, height, width`: which rows were skipped and why, and each decoded
+//! image's size before resizing, which detection targets are normalised by). The file is
+//! written under a temporary name and renamed when complete.
 //!
 //! Book: "Data: splits, images and masks" (the 256 px geometry the cache stores; crops at load
-//! time). Reference: `mgca/datasets/utils.py`, `resize_img` and `get_imgs`, at HKU-MedAI/MGCA `680fe4a6ee0c`.
+//! time). Reference: `mgca/datasets/utils.py`, `resize_img` and `get_imgs`, and
+//! `mgca/datasets/detection_dataset.py`, `RSNADetectionDataset.__getitem__` and
+//! `OBJCXRDetectionDataset.__getitem__` (`cv2.resize(x, (224, 224))`), at HKU-MedAI/MGCA
+//! `680fe4a6ee0c`.
 //!
-//! **Deviation:** none: the cached record is exactly `resize_img(256)` of the decoded image,
-//! so a crop of it equals the reference's crop of its in-memory image.
+//! **Deviation:** none: the cached record is exactly `resize_img(256)` (or the 224 bilinear
+//! resize) of the decoded image, so a crop of it equals the reference's crop of its in-memory
+//! image.
 
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
@@ -25,20 +31,52 @@ use super::DataError;
 use super::augment::{MocoV2Config, MocoV2Draw};
 use super::image::{crop, normalise, read_dicom, read_gray};
 use super::prepare::OnBad;
-use super::resize::{Gray, resize_and_pad};
+use super::resize::{Gray, resize_and_pad, resize_linear};
 use super::sampling::LegacyRng;
 
 const MAGIC: &[u8; 10] = b"MGCACACHE1";
 const HEADER: u64 = 64;
 
+/// How a decoded image becomes a `side × side` record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Geometry {
+    /// `resize_img(side)`: aspect kept (area interpolation), zero-padded to a square.
+    ResizePad,
+    /// OpenCV `resize(img, (side, side))`, bilinear, aspect not kept (the detection datasets).
+    Stretch,
+}
+
+impl Geometry {
+    fn code(self) -> u8 {
+        match self {
+            Self::ResizePad => 0,
+            Self::Stretch => 1,
+        }
+    }
+}
+
 /// Decode any supported image (DICOM by extension, else JPEG/PNG) and apply `resize_img(side)`.
 /// Every failure names the file, including a panic inside a third-party decoder (caught here
 /// so that one hostile image cannot take a whole cache build down unnamed).
 pub fn load_resized(path: &Path, side: usize) -> Result<Gray, DataError> {
-    let load = || -> Result<Gray, DataError> {
+    load_record(path, side, Geometry::ResizePad).map(|(img, _)| img)
+}
+
+/// A record and its image's decoded size `(height, width)`.
+pub type Record = (Gray, (usize, usize));
+
+/// Decode an image and bring it to a `side × side` record by `geometry`; also the decoded
+/// size `(height, width)`.
+pub fn load_record(path: &Path, side: usize, geometry: Geometry) -> Result<Record, DataError> {
+    let load = || -> Result<Record, DataError> {
         let is_dicom = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("dcm"));
         let img = if is_dicom { read_dicom(path)? } else { read_gray(path)? };
-        resize_and_pad(&img, side).map_err(|m| DataError::file(path, m))
+        let size = (img.height, img.width);
+        let record = match geometry {
+            Geometry::ResizePad => resize_and_pad(&img, side).map_err(|m| DataError::file(path, m))?,
+            Geometry::Stretch => resize_linear(&img, side, side),
+        };
+        Ok((record, size))
     };
     std::panic::catch_unwind(load).unwrap_or_else(|panic| {
         let what = panic
@@ -73,8 +111,21 @@ pub struct CacheReport {
     pub skipped: Vec<(usize, String, String)>,
 }
 
-/// Build a cache from a split CSV with a `path` column (relative to `root`), in row order.
+/// Build a cache from a split CSV with a `path` column (relative to `root`), in row order,
+/// with `resize_img(side)` records.
 pub fn build(split_csv: &Path, root: &Path, out: &Path, side: usize, on_bad: OnBad) -> Result<CacheReport, DataError> {
+    build_with(split_csv, root, out, side, Geometry::ResizePad, on_bad)
+}
+
+/// [`build`] with the records made by `geometry`.
+pub fn build_with(
+    split_csv: &Path,
+    root: &Path,
+    out: &Path,
+    side: usize,
+    geometry: Geometry,
+    on_bad: OnBad,
+) -> Result<CacheReport, DataError> {
     let mut reader = csv::Reader::from_path(split_csv).map_err(|e| DataError::file(split_csv, e.to_string()))?;
     let headers = reader.headers().map_err(|e| DataError::file(split_csv, e.to_string()))?.clone();
     let column =
@@ -97,16 +148,21 @@ pub fn build(split_csv: &Path, root: &Path, out: &Path, side: usize, on_bad: OnB
     header[..10].copy_from_slice(MAGIC);
     header[16..24].copy_from_slice(&(side as u64).to_le_bytes());
     header[24..32].copy_from_slice(&(paths.len() as u64).to_le_bytes());
+    header[32] = geometry.code();
     writer.write_all(&header).map_err(|e| DataError::file(&tmp, e.to_string()))?;
     let mut skipped = Vec::new();
+    let mut sizes = vec![(0, 0); paths.len()];
     // Decode in parallel, a chunk at a time, and write in row order.
     for (chunk_index, chunk) in paths.chunks(256).enumerate() {
-        let decoded: Vec<Result<Gray, DataError>> =
-            chunk.par_iter().map(|p| load_resized(&root.join(p), side)).collect();
+        let decoded: Vec<Result<Record, DataError>> =
+            chunk.par_iter().map(|p| load_record(&root.join(p), side, geometry)).collect();
         for (k, result) in decoded.into_iter().enumerate() {
             let row = chunk_index * 256 + k;
             let record = match result {
-                Ok(img) => img.pixels,
+                Ok((img, size)) => {
+                    sizes[row] = size;
+                    img.pixels
+                }
                 Err(e) if on_bad == OnBad::Skip => {
                     skipped.push((row, paths[row].clone(), e.message.clone()));
                     vec![0u8; side * side]
@@ -127,7 +183,7 @@ pub fn build(split_csv: &Path, root: &Path, out: &Path, side: usize, on_bad: OnB
     drop(writer);
     let index = index_path(out);
     let mut w = csv::Writer::from_path(&index).map_err(|e| DataError::file(&index, e.to_string()))?;
-    w.write_record(["row", "path", "status"]).map_err(|e| DataError::file(&index, e.to_string()))?;
+    w.write_record(["row", "path", "status", "height", "width"]).map_err(|e| DataError::file(&index, e.to_string()))?;
     let mut next_skip = skipped.iter().peekable();
     for (row, path) in paths.iter().enumerate() {
         let status = match next_skip.peek() {
@@ -137,7 +193,9 @@ pub fn build(split_csv: &Path, root: &Path, out: &Path, side: usize, on_bad: OnB
             }
             _ => "ok".to_string(),
         };
-        w.write_record([row.to_string(), path.clone(), status]).map_err(|e| DataError::file(&index, e.to_string()))?;
+        let (h, w_) = sizes[row];
+        w.write_record([row.to_string(), path.clone(), status, h.to_string(), w_.to_string()])
+            .map_err(|e| DataError::file(&index, e.to_string()))?;
     }
     w.flush().map_err(|e| DataError::file(&index, e.to_string()))?;
     std::fs::rename(&tmp, out).map_err(|e| DataError::file(out, e.to_string()))?;
@@ -162,6 +220,11 @@ pub struct ImageCache {
     pub len: usize,
     /// Rows that were skipped when the cache was built (zero records; never served).
     pub skipped: Vec<usize>,
+    /// How the records were made.
+    pub geometry: Geometry,
+    /// Each row's decoded image size `(height, width)` before resizing (`(0, 0)` for skipped
+    /// rows).
+    pub sizes: Vec<(usize, usize)>,
 }
 
 impl ImageCache {
@@ -175,6 +238,11 @@ impl ImageCache {
         }
         let side = u64::from_le_bytes(header[16..24].try_into().unwrap()) as usize;
         let len = u64::from_le_bytes(header[24..32].try_into().unwrap()) as usize;
+        let geometry = match header[32] {
+            0 => Geometry::ResizePad,
+            1 => Geometry::Stretch,
+            other => return Err(DataError::file(path, format!("unknown record geometry {other}"))),
+        };
         let expected = HEADER + (side * side * len) as u64;
         let actual = file.metadata().map_err(|e| DataError::file(path, e.to_string()))?.len();
         if actual != expected {
@@ -183,13 +251,29 @@ impl ImageCache {
         let index = index_path(path);
         let mut reader = csv::Reader::from_path(&index).map_err(|e| DataError::file(&index, e.to_string()))?;
         let mut skipped = Vec::new();
+        let mut sizes = Vec::with_capacity(len);
         for (i, record) in reader.records().enumerate() {
             let record = record.map_err(|e| DataError::row(&index, i + 2, e.to_string()))?;
             if record.get(2).is_some_and(|s| s != "ok") {
                 skipped.push(i);
             }
+            // Indexes written before the size columns existed (only ever `resize_img` caches,
+            // which need no sizes) read as (0, 0).
+            let number = |k: usize| -> Result<usize, DataError> {
+                let text = record.get(k).unwrap_or("0");
+                text.parse().map_err(|_| DataError::row(&index, i + 2, format!("image size `{text}` is not a number")))
+            };
+            sizes.push((number(3)?, number(4)?));
         }
-        Ok(Self { path: path.into(), file, side, len, skipped })
+        if sizes.len() != len {
+            return Err(DataError::file(&index, format!("{} rows, the cache holds {len} images", sizes.len())));
+        }
+        Ok(Self { path: path.into(), file, side, len, skipped, geometry, sizes })
+    }
+
+    /// The cache file.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Record `row` (`resize_img(side)` of its image).
@@ -247,6 +331,8 @@ pub enum Transform {
     Crop { mode: Crop, size: usize },
     /// The moco-v2 style transform of CheXpert linear probing ([`super::augment`]).
     MocoV2(MocoV2Config),
+    /// The whole record, normalised (the detection transform: to-tensor and normalise).
+    Whole,
 }
 
 /// Batches of `rows` (in the given order, e.g. a shuffled epoch), cropped and normalised on
@@ -301,6 +387,7 @@ pub fn transformed_batches(
                         .map(|(&row, &(top, left))| cache.get(row).map(|img| normalise(&crop(&img, top, left, size))))
                         .collect()
                 }
+                Transform::Whole => chunk.par_iter().map(|&row| cache.get(row).map(|img| normalise(&img))).collect(),
                 Transform::MocoV2(config) => {
                     let draws: Vec<MocoV2Draw> = chunk.iter().map(|_| config.draw(&mut rng, cache.side)).collect();
                     chunk

@@ -212,6 +212,7 @@ mod tests {
                         let want = crate::data::image::normalise(&crate::data::image::centre_crop(&img, 224));
                         assert_eq!(first, &want[..]);
                     }
+                    Transform::Whole => unreachable!("no classification split is served whole"),
                     Transform::Crop { mode: Crop::Random, .. } => {
                         let mut rng = LegacyRng::new(3);
                         let (top, left) = (rng.interval(32) as usize, rng.interval(32) as usize);

@@ -14,6 +14,7 @@ pub mod cache;
 pub mod chexpert;
 pub mod collate;
 pub mod covidx;
+pub mod detection;
 pub mod image;
 pub mod labelled;
 pub mod mimic;

@@ -52,10 +52,17 @@ pub fn rsna_detection(boxes: &[[f64; 4]], width: f64, height: f64) -> Result<Vec
 }
 
 /// Object-CXR: boxes `[x, y, w, h]` into 20 rows `[0, (x + w/2)/W, (y + h/2)/H, w/W, h/H]`,
-/// zero-padded.
+/// zero-padded. A box must be finite and non-empty, but may reach past the image: a polygon's
+/// box is centred on its pole of inaccessibility and can, and the reference keeps it as it is.
 pub fn object_cxr_detection(boxes: &[[f64; 4]], width: f64, height: f64) -> Result<Vec<[f64; 5]>, String> {
-    let corners: Vec<[f64; 4]> = boxes.iter().map(|&[x, y, w, h]| [x, y, x + w, y + h]).collect();
-    check_corner_boxes(&corners, width, height)?;
+    for (k, &[x, y, w, h]) in boxes.iter().enumerate() {
+        if ![x, y, w, h].iter().all(|v| v.is_finite()) || w <= 0.0 || h <= 0.0 {
+            return Err(format!("box {k} [x {x:?}, y {y:?}, w {w:?}, h {h:?}] is empty or not finite"));
+        }
+    }
+    if !(width > 0.0 && height > 0.0) {
+        return Err(format!("the image is {width} x {height}"));
+    }
     let rows: Vec<[f64; 5]> = boxes
         .iter()
         .map(|&[x, y, w, h]| [0.0, (x + w / 2.0) / width, (y + h / 2.0) / height, w / width, h / height])
@@ -129,7 +136,7 @@ mod tests {
     /// A box at x = 1e300, negative, NaN, empty or reaching past the image is an error naming
     /// the box; so is a mask larger than its image (before: a panic in the resize).
     #[test]
-    fn boxes_outside_the_image_and_small_images_are_errors() {
+    fn bad_boxes_and_small_images_are_errors() {
         for b in [
             [1e300, 0.0, 1e300 + 5.0, 4.0],
             [-1.0, 0.0, 5.0, 4.0],
@@ -141,7 +148,10 @@ mod tests {
             assert!(err.contains("box 1") && err.contains("1024 x 1024"), "{err}");
             assert!(rsna_mask(&[b], 1024, 1024, 224).unwrap_err().contains("box 0"));
         }
-        assert!(object_cxr_detection(&[[100.0, 0.0, 150.0, 10.0]], 200.0, 100.0).unwrap_err().contains("box 0"));
+        // Object-CXR keeps a box that reaches past the image (polygon boxes do), not an empty one.
+        assert!(object_cxr_detection(&[[100.0, 0.0, 150.0, 10.0]], 200.0, 100.0).is_ok());
+        assert!(object_cxr_detection(&[[100.0, 0.0, 0.0, 10.0]], 200.0, 100.0).unwrap_err().contains("box 0"));
+        assert!(object_cxr_detection(&[[f64::NAN, 0.0, 1.0, 10.0]], 200.0, 100.0).unwrap_err().contains("box 0"));
         assert!(rsna_mask(&[[1.0, 1.0, 2.0, 2.0]], 100, 300, 224).unwrap_err().contains("smaller than"));
         assert!(siim_mask(&["1 2"], 100, 300, 224).unwrap_err().0.contains("smaller than"));
         assert!(siim_mask(&["1 20000"], 4, 4, 2).unwrap_err().0.contains("past the image"));

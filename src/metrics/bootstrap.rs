@@ -44,6 +44,8 @@ pub struct Interval {
     pub used: usize,
     /// Resamples on which the metric was undefined.
     pub skipped: usize,
+    /// Resamples whose value was at most 0 (for a difference: the one-sided p-value's count).
+    pub at_or_below_zero: usize,
 }
 
 /// NumPy's `percentile(values, q)` with linear interpolation; `values` sorted ascending.
@@ -57,6 +59,14 @@ pub fn percentile_sorted(values: &[f64], q: f64) -> f64 {
 /// The indices of resample `r`'s images: `randint(0, n, size=n)` from the shared generator.
 fn draw(rng: &mut LegacyRng, n: usize) -> Vec<usize> {
     (0..n).map(|_| rng.interval(n as u64 - 1) as usize).collect()
+}
+
+impl Interval {
+    /// For a difference `a − b` bootstrapped on shared resamples: the one-sided p-value of
+    /// "`a` is no better than `b`", `(k + 1) / (R + 1)` with `k` resamples at or below 0.
+    pub fn p_at_or_below_zero(&self) -> f64 {
+        (self.at_or_below_zero as f64 + 1.0) / (self.used as f64 + 1.0)
+    }
 }
 
 // ANCHOR: bootstrap
@@ -91,6 +101,7 @@ pub fn bootstrap(
         )));
     }
     values.sort_by(f64::total_cmp);
+    let at_or_below_zero = values.iter().filter(|v| **v <= 0.0).count();
     let tail = (1.0 - config.level) / 2.0 * 100.0;
     Ok(Interval {
         estimate,
@@ -98,6 +109,7 @@ pub fn bootstrap(
         high: percentile_sorted(&values, 100.0 - tail),
         used: values.len(),
         skipped,
+        at_or_below_zero,
     })
 }
 // ANCHOR_END: bootstrap

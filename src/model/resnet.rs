@@ -152,6 +152,19 @@ impl<B: Backend> ResNet<B> {
 }
 
 impl<B: Backend> ResNet<B> {
+    /// The same network reading its input at the size given (detection and segmentation
+    /// skip MGCA's up-sampling to 299 px).
+    pub fn without_upsampling(mut self) -> Self {
+        self.upsample_to = None;
+        self
+    }
+
+    /// The channels of C3, C4 and C5 (ResNet-50: 512, 1024, 2048).
+    pub fn pyramid_channels(&self) -> [usize; 3] {
+        let out = |layer: &[Bottleneck<B>]| layer.last().expect("a block per layer").bn3.running_mean.value().dims()[0];
+        [out(&self.layer2), out(&self.layer3), out(&self.layer4)]
+    }
+
     /// The feature pyramid a detector reads, `[C3, C4, C5]`: the outputs of layers 2, 3 and 4
     /// (ResNet-50 at 224 px without up-sampling: 512 × 28², 1024 × 14², 2048 × 7²), as the
     /// reference's `ResNetDetector.forward` returns them.

@@ -31,8 +31,9 @@ enum Task {
         #[arg(long)]
         serve: bool,
     },
-    /// Regenerate the paper's experiments (those that exist so far: pretraining) and write
-    /// `OUT/report.md`. Without `--data`, the smoke tier on generated synthetic data.
+    /// Regenerate the paper's experiments (those that exist so far: pretraining, linear
+    /// probing, detection) and write `OUT/report.md`. Without `--data`, the smoke tier on
+    /// generated synthetic data.
     Reproduce {
         /// Which experiment, or `all`.
         #[arg(value_enum)]
@@ -41,15 +42,15 @@ enum Task {
         #[arg(long, value_enum)]
         tier: Option<Tier>,
         /// The data (paper tier): for `pretrain`, the MIMIC-CXR-JPG 2.0.0 folder; for `linear`,
-        /// the folder holding `chexpert/`, `rsna/` and `covidx/`; for `all`, a folder holding
-        /// `mimic/` and those three.
+        /// the folder holding `chexpert/`, `rsna/` and `covidx/`; for `detection`, the folder
+        /// holding `rsna/` and `object-CXR/`; for `all`, a folder holding `mimic/` and those.
         #[arg(long)]
         data: Option<PathBuf>,
-        /// Linear probing: every cell's encoder from pretrained:RUN, released:FILE,
+        /// Linear probing and detection: every cell's encoder from pretrained:RUN, released:FILE,
         /// imagenet:FILE or random[:SEED] (default: each file's; smoke: the smoke pretraining).
         #[arg(long)]
         encoder_from: Option<String>,
-        /// Linear probing: seeds per cell (the report gives mean ± std and a t-test).
+        /// Linear probing and detection: seeds per cell (the report gives means and a t-test).
         #[arg(long)]
         seeds: Option<u64>,
         /// Where run folders and the report go.
@@ -122,6 +123,10 @@ enum BenchKind {
     /// One pretraining step at the smoke sizes (2 × 8 pairs) and the pair loader
     /// (`benches/train.rs`, beside the same step in PyTorch).
     Train,
+    /// One detection training step at batch 16 (frozen ResNet-50, YOLOv3 neck, YOLO loss,
+    /// AdamW) and at the smoke sizes (`benches/detection.rs`, beside the reference's neck and
+    /// loss on torchvision's ResNet-50; the reference's clone from $MGCA_REFERENCE).
+    Detection,
 }
 
 type Result<T = ()> = std::result::Result<T, String>;
@@ -130,6 +135,7 @@ type Result<T = ()> = std::result::Result<T, String>;
 enum Experiment {
     Pretrain,
     Linear,
+    Detection,
     All,
 }
 
@@ -160,6 +166,7 @@ fn main() -> ExitCode {
         Task::Bench { which: BenchKind::Data, python, .. } => bench_data(python),
         Task::Bench { which: BenchKind::Train, python, threads } => bench_train(python, threads),
         Task::Bench { which: BenchKind::Linear, python, threads } => bench_linear(python, threads),
+        Task::Bench { which: BenchKind::Detection, python, threads } => bench_detection(python, threads),
         Task::Fuzz { target, execs, seconds, seed, jobs, replay, list } => {
             fuzz(&target, execs, seconds, seed, jobs, &replay, list)
         }
@@ -332,6 +339,26 @@ fn reproduce(
         }
         run(cmd, "linear probing (18 cells)")?;
     }
+    if matches!(which, Experiment::Detection | Experiment::All) {
+        let mut cmd = reproduction("detection", tier == Tier::Paper);
+        for config in configs_in("detection")? {
+            cmd.arg("--config").arg(config);
+        }
+        cmd.arg("--out").arg(&out).arg("--tier").arg(if tier == Tier::Paper { "paper" } else { "smoke" });
+        if let Some(d) = &data {
+            cmd.arg("--data").arg(d);
+        }
+        if let Some(e) = &linear.encoder_from {
+            cmd.arg("--encoder-from").arg(e);
+        }
+        if let Some(n) = linear.seeds {
+            cmd.arg("--seeds").arg(n.to_string());
+        }
+        if resume {
+            cmd.arg("--resume");
+        }
+        run(cmd, "detection (6 cells)")?;
+    }
     let mut report = reproduction("report", false);
     report.arg("--out").arg(&out);
     run(report, "report")?;
@@ -341,8 +368,8 @@ fn reproduce(
 
 /// The run-level golden files: the smoke pretraining run's per-step losses
 /// (`golden/runs/smoke/pretrain.csv`), the smoke linear-probing cells' test scores with the
-/// pretrained and with random encoders (`golden/runs/smoke/linear.csv`), and the replay tests'
-/// snapshots.
+/// pretrained and with random encoders (`golden/runs/smoke/linear.csv`), the smoke detection
+/// cells' test mAPs (`golden/runs/smoke/detection.csv`), and the replay tests' snapshots.
 fn golden_bless() -> Result {
     let out = target_dir()?.join("golden-bless");
     std::fs::remove_dir_all(&out).ok();
@@ -417,7 +444,55 @@ fn golden_bless() -> Result {
     let path = root().join("golden/runs/smoke/linear.csv");
     std::fs::write(&path, csv).map_err(|e| format!("{}: {e}", path.display()))?;
     eprintln!("xtask: wrote {}", path.display());
-    for module in ["pretrain::golden", "downstream::linear::golden"] {
+    // Detection: the six smoke cells with the smoke ResNet pretraining's backbone, and the two
+    // 10 % cells (the replayed ones) with a random backbone.
+    let mut cmd = reproduction("detection", false);
+    for config in configs_in("detection")? {
+        cmd.arg("--config").arg(config);
+    }
+    cmd.arg("--out").arg(&out).arg("--no-progress");
+    run(cmd, "the smoke detection cells (pretrained)")?;
+    let mut cmd = reproduction("detection", false);
+    for config in ["rsna_10pct.toml", "objectcxr_10pct.toml"] {
+        cmd.arg("--config").arg(root().join("reproductions/configs/detection").join(config));
+    }
+    cmd.arg("--out").arg(&random).arg("--no-progress").arg("--encoder-from").arg("random:42");
+    run(cmd, "the smoke detection 10 % cells (random)")?;
+    let mut csv =
+        String::from("name,encoder,faithful,standard,untrained,gain,gain_p,test_loss,train_images,best_epoch,epochs\n");
+    for dir in [&out, &random] {
+        let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| format!("{}: {e}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("detection-")))
+            .map(|p| p.join("seed-42/test.json"))
+            .filter(|p| p.exists())
+            .collect();
+        names.sort();
+        for path in names {
+            let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let r: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+            let num = |v: &serde_json::Value| v.as_f64().map_or("NaN".to_string(), |x| format!("{x:.4}"));
+            csv.push_str(&format!(
+                "{},{},{},{},{},{},{},{},{},{},{}\n",
+                r["name"].as_str().unwrap_or("?"),
+                r["encoder"].as_str().unwrap_or("?"),
+                num(&r["test_faithful"]["value"]),
+                num(&r["test_standard"]["value"]),
+                num(&r["untrained_standard"]),
+                num(&r["gain"]["value"]),
+                num(&r["gain_p"]),
+                r["test_loss"].as_f64().map_or("NaN".to_string(), |x| format!("{x:.6}")),
+                r["train_images"],
+                r["best_epoch"],
+                r["epochs"]
+            ));
+        }
+    }
+    let path = root().join("golden/runs/smoke/detection.csv");
+    std::fs::write(&path, csv).map_err(|e| format!("{}: {e}", path.display()))?;
+    eprintln!("xtask: wrote {}", path.display());
+    for module in ["pretrain::golden", "downstream::linear::golden", "downstream::detection::golden"] {
         let mut test = cargo();
         test.args(["test", "-p", "mgca", "--lib", module]).env("INSTA_UPDATE", "always");
         run(test, &format!("the replay snapshot of {module} (INSTA_UPDATE=always)"))?;
@@ -548,6 +623,33 @@ fn bench_linear(python: Option<PathBuf>, threads: usize) -> Result {
                 "PyTorch {}: {torch_ms:.1} ms; rust/pytorch {:.2}",
                 line["torch"].as_str().unwrap_or("?"),
                 head / torch_ms
+            );
+        }
+        Err(e) => eprintln!("xtask: no PyTorch timing ({e})"),
+    }
+    Ok(())
+}
+
+fn bench_detection(python: Option<PathBuf>, threads: usize) -> Result {
+    let mut bench = cargo();
+    bench.args(["bench", "-p", "mgca", "--bench", "detection"]).env("RAYON_NUM_THREADS", threads.to_string());
+    run(bench, "criterion: detection (Rust, CPU backend)")?;
+    let step = criterion_ms("detection", "step", "b16")?;
+    let smoke = criterion_ms("detection", "step", "smoke_b8")?;
+    println!("\none detection training step, median, {threads} threads:");
+    println!("ResNet-50 + YOLOv3 neck, batch 16: {step:.1} ms; smoke sizes, batch 8: {smoke:.1} ms");
+    let reference = std::env::var("MGCA_REFERENCE").map_err(|_| {
+        "set MGCA_REFERENCE to a clone of HKU-MedAI/MGCA (680fe4a6ee0c) for the PyTorch side".to_string()
+    })?;
+    let args = ["--threads".into(), threads.to_string(), "--ref".into(), reference];
+    match python_lines(python, "benches/detection_pytorch.py", &args) {
+        Ok(lines) => {
+            let line = lines.iter().find(|v| v["case"] == "step_b16").ok_or("no PyTorch line")?;
+            let torch_ms = line["median_ms"].as_f64().ok_or("no median_ms")?;
+            println!(
+                "PyTorch {}: {torch_ms:.1} ms; rust/pytorch {:.2}",
+                line["torch"].as_str().unwrap_or("?"),
+                step / torch_ms
             );
         }
         Err(e) => eprintln!("xtask: no PyTorch timing ({e})"),

@@ -53,7 +53,17 @@ fn main() -> ExitCode {
             text.push_str(&format!("## Table 1: linear classification\n\nCould not read the cells: {e}\n\n"));
         }
     }
-    text.push_str("Experiments not run yet: detection and segmentation (they arrive with their issues).\n");
+    match mgca::report::detection_section(&args.out) {
+        Ok(section) => {
+            failed |= section.contains("**FAIL**");
+            text.push_str(&section);
+        }
+        Err(e) => {
+            failed = true;
+            text.push_str(&format!("## Table 2: object detection\n\nCould not read the cells: {e}\n\n"));
+        }
+    }
+    text.push_str("Experiments not run yet: segmentation (it arrives with its issue).\n");
     let path = args.out.join("report.md");
     if let Err(e) = std::fs::write(&path, &text) {
         eprintln!("report: {}: {e}", path.display());

@@ -20,7 +20,8 @@ use crate::metrics::map::MapImage;
 use crate::model::yolo::Detection;
 
 /// Which images reach the metric.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
 pub enum Inclusion {
     /// The reference's rule: only images with a detection and a ground-truth box.
     Faithful,
