@@ -53,6 +53,7 @@ use mgca::model::bert::PositionIds;
 use mgca::model::import::{Architecture, import};
 use mgca::parity::encoders::{self, EncoderRun};
 use mgca::parity::metrics::MetricsCase;
+use mgca::parity::segmentation::SegLossCase;
 use mgca::parity::yolo::YoloCase;
 use mgca::parity::{Agreement, LossCase, ParityError, SCALARS};
 use mgca::tensor_file::TensorFile;
@@ -251,16 +252,27 @@ enum Parity {
         #[arg(long)]
         output: PathBuf,
     },
-    /// AUROC (per class and macro), top-1 accuracy and detection mAP, from scores, labels, boxes.
+    /// The segmentation loss (10·focal − ln soft Dice), its terms and its gradient, from logits.
+    Segloss {
+        /// A case: `seg.logits` and `seg.targets` f32 `[B, H, W]` (targets in [0, 1]).
+        #[arg(long)]
+        input: PathBuf,
+        /// Where to write `seg.loss`, `seg.focal`, `seg.dice_coef` and `seg.grad.logits`.
+        #[arg(long)]
+        output: PathBuf,
+    },
+    /// AUROC (per class and macro), top-1 accuracy, detection mAP and segmentation Dice.
     Metrics {
         /// A case: `auroc.scores` and `auroc.labels` f32 `[N, C]`, and/or `accuracy.scores` f32
         /// `[N, C]` and `accuracy.labels` i64 `[N]`, and/or `map.pred_boxes` f32 `[P, 4]`,
         /// `map.pred_scores` f32 `[P]`, `map.pred_image` i64 `[P]`, `map.gt_boxes` f32 `[G, 4]`,
-        /// `map.gt_image` i64 `[G]`, `map.num_images` i64 `[]`.
+        /// `map.gt_image` i64 `[G]`, `map.num_images` i64 `[]`, and/or `dice.probs` and
+        /// `dice.targets` f32 `[N, H, W]` and `dice.batch_size` i64 `[]`.
         #[arg(long)]
         input: PathBuf,
-        /// Where to write `auroc.per_class`, `auroc.macro`, `accuracy`, `map.map` and
-        /// `map.per_threshold` (float32 safetensors), for the groups the case holds.
+        /// Where to write `auroc.per_class`, `auroc.macro`, `accuracy`, `map.map`,
+        /// `map.per_threshold`, `dice.per_image` and `dice.epoch` (float32 safetensors), for the
+        /// groups the case holds.
         #[arg(long)]
         output: PathBuf,
     },
@@ -301,6 +313,7 @@ fn main() -> ExitCode {
         }
         Command::Parity(Parity::Metrics { input, output }) => parity_metrics(&input, &output),
         Command::Parity(Parity::Yolo { input, output }) => parity_yolo(&input, &output),
+        Command::Parity(Parity::Segloss { input, output }) => parity_segloss(&input, &output),
         Command::Data(Data::Prepare { dataset, task, root, out, fix_leaks, on_bad, skip_image_check, polygon_boxes }) => {
             let options = prepare::PrepareOptions {
                 dataset,
@@ -466,6 +479,16 @@ fn parity_yolo(input: &Path, output: &Path) -> ExitCode {
         println!("  yolo.detections  {} rows", ours.tensors["yolo.detections"].shape[0]);
     };
     run_case(input, output, YoloCase::read(input), YoloCase::run, summary, YoloCase::compare, "the reference's outputs")
+}
+
+fn parity_segloss(input: &Path, output: &Path) -> ExitCode {
+    let summary = |ours: &TensorFile| {
+        for name in ["seg.loss", "seg.focal", "seg.dice_coef"] {
+            println!("  {name:<14} {:.6}", ours.tensors[name].values[0]);
+        }
+    };
+    let with = "the reference's outputs";
+    run_case(input, output, SegLossCase::read(input), SegLossCase::run, summary, SegLossCase::compare, with)
 }
 
 /// Print what an encoder run did: the checkpoint keys it left, then its summary.

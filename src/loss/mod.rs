@@ -13,6 +13,7 @@ pub mod cpa;
 pub mod cta;
 pub mod cta_cpu;
 pub mod ita;
+pub mod segmentation;
 pub mod sinkhorn;
 pub mod yolo;
 

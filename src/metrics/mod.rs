@@ -20,6 +20,7 @@ pub mod accuracy;
 pub mod auroc;
 pub mod bootstrap;
 pub mod delong;
+pub mod dice;
 pub mod map;
 pub mod ttest;
 

@@ -1,12 +1,19 @@
-//! The metrics case: AUROC and accuracy computed from a case's scores and labels, to compare
-//! with scikit-learn (`mgca parity metrics`).
+//! The metrics case: AUROC, accuracy, detection mAP and segmentation Dice computed from a
+//! case's inputs, to compare with scikit-learn, torchmetrics and the reference's own code
+//! (`mgca parity metrics`).
 //!
-//! A case holds either group of inputs, or both:
+//! A case holds any of the groups of inputs:
 //!
 //! - `auroc.scores` f32 `[N, C]` and `auroc.labels` f32 `[N, C]` (0 or 1, both values in every
 //!   column) → `auroc.per_class` f32 `[C]` and `auroc.macro` f32 `[]`;
 //! - `accuracy.scores` f32 `[N, C]` and `accuracy.labels` i64 `[N]` (in `0..C`) → `accuracy`
-//!   f32 `[]`, a fraction in `[0, 1]`.
+//!   f32 `[]`, a fraction in `[0, 1]`;
+//! - the `map.*` group (see [`MAP_INPUTS`], [`MAP_OUTPUTS`]): torchmetrics' mean average
+//!   precision over IoU 0.40:0.05:0.75;
+//! - the `dice.*` group: `dice.probs` and `dice.targets` f32 `[N, H, W]` (in `[0, 1]`) and
+//!   `dice.batch_size` i64 `[]` → `dice.per_image` f32 `[N]` and `dice.epoch` f32 `[]` (the
+//!   unweighted mean of per-batch means over consecutive batches, as the reference's
+//!   segmentation evaluation averages).
 //!
 //! When the case also holds outputs under those names (as `golden/python/metrics/case_*`
 //! hold scikit-learn's), [`MetricsCase::compare`] measures ours against them within
@@ -27,7 +34,7 @@ use safetensors::{Dtype, SafeTensors};
 
 use super::{Agreement, ParityError, Tolerance};
 use crate::metrics::map::{self, MapImage};
-use crate::metrics::{Matrix, MetricError, SKLEARN_TOLERANCE, accuracy, auroc};
+use crate::metrics::{Matrix, MetricError, SKLEARN_TOLERANCE, accuracy, auroc, dice};
 use crate::tensor_file::{HostTensor, TensorFile, TensorFileError};
 
 /// The two input groups: scores, labels, and the outputs they give.
@@ -46,6 +53,13 @@ pub const MAP_INPUTS: [&str; 6] =
 pub const MAP_OUTPUTS: [&str; 2] = ["map.map", "map.per_threshold"];
 /// Agreement with torchmetrics' mean average precision: 1e-6 absolute.
 pub const TORCHMETRICS_MAP: Tolerance = Tolerance { abs: 1e-6, rel: 0.0 };
+
+/// Inputs of the Dice group.
+pub const DICE_INPUTS: [&str; 3] = ["dice.probs", "dice.targets", "dice.batch_size"];
+/// Outputs of the Dice group.
+pub const DICE_OUTPUTS: [&str; 2] = ["dice.per_image", "dice.epoch"];
+/// Agreement with the reference's `get_dice` and its epoch mean: 1e-6 absolute.
+pub const REFERENCE_DICE: Tolerance = Tolerance { abs: 1e-6, rel: 0.0 };
 
 /// Agreement with scikit-learn, as a [`Tolerance`]: [`SKLEARN_TOLERANCE`] absolute.
 pub const SKLEARN: Tolerance = Tolerance { abs: SKLEARN_TOLERANCE, rel: 0.0 };
@@ -70,6 +84,8 @@ pub struct MetricsCase {
     accuracy: Option<(Vec<f32>, Vec<i64>, usize, usize)>,
     /// Mean-average-precision inputs, per image.
     map: Option<Vec<MapImage>>,
+    /// Dice inputs: probabilities and targets `[N, H·W]`, N, and the batch size.
+    dice: Option<(Vec<f32>, Vec<f32>, usize, usize)>,
     /// Reference outputs the case carries, by name.
     reference: BTreeMap<String, HostTensor>,
 }
@@ -98,11 +114,11 @@ impl MetricsCase {
             stored.insert(name, Stored { dtype: view.dtype(), shape: view.shape().to_vec(), floats, ints });
         }
         let has = |names: &[&str]| names.iter().any(|n| stored.contains_key(*n));
-        if !has(&AUROC_INPUTS) && !has(&ACCURACY_INPUTS) && !has(&MAP_INPUTS) {
+        if !has(&AUROC_INPUTS) && !has(&ACCURACY_INPUTS) && !has(&MAP_INPUTS) && !has(&DICE_INPUTS) {
             return Err(ParityError::NoInput {
                 path: path.into(),
                 message: "no metric to compute: the case needs `auroc.scores` and `auroc.labels`, or \
-                          `accuracy.scores` and `accuracy.labels`, or the `map.*` group"
+                          `accuracy.scores` and `accuracy.labels`, or the `map.*` or `dice.*` group"
                     .into(),
             });
         }
@@ -227,17 +243,43 @@ impl MetricsCase {
         } else {
             None
         };
+        let dice = if has(&DICE_INPUTS) {
+            let [pn, tn, bn] = DICE_INPUTS;
+            let probs = get(pn, Dtype::F32, "F32")?;
+            let n = match probs.shape[..] {
+                [n, h, w] if n > 0 && h > 0 && w > 0 => n,
+                _ => return Err(shape_err(pn, "[N, H, W], each at least 1".into(), &probs.shape)),
+            };
+            let targets = get(tn, Dtype::F32, "F32")?;
+            if targets.shape != probs.shape {
+                return Err(shape_err(tn, format!("{:?} (as `{pn}`)", probs.shape), &targets.shape));
+            }
+            for (name, t) in [(pn, probs), (tn, targets)] {
+                if let Some((index, &value)) = t.floats.iter().enumerate().find(|(_, v)| !(0.0..=1.0).contains(*v)) {
+                    return Err(ParityError::BadValue { path: path.into(), name: name.into(), index, value });
+                }
+            }
+            let batch = get(bn, Dtype::I64, "I64")?;
+            let batch_size = match batch.ints[..] {
+                [b] if b >= 1 && batch.shape.len() <= 1 => b as usize,
+                _ => return Err(shape_err(bn, "[] holding a batch size >= 1".into(), &batch.shape)),
+            };
+            Some((probs.floats.clone(), targets.floats.clone(), n, batch_size))
+        } else {
+            None
+        };
         let reference = stored
             .iter()
             .filter(|(name, t)| {
                 (AUROC_OUTPUTS.contains(&name.as_str())
                     || MAP_OUTPUTS.contains(&name.as_str())
+                    || DICE_OUTPUTS.contains(&name.as_str())
                     || name.as_str() == ACCURACY_OUTPUT)
                     && t.dtype == Dtype::F32
             })
             .map(|(name, t)| (name.clone(), HostTensor { shape: t.shape.clone(), values: t.floats.clone() }))
             .collect();
-        Ok(Self { path: path.into(), auroc, accuracy, map, reference })
+        Ok(Self { path: path.into(), auroc, accuracy, map, dice, reference })
     }
 
     /// Compute every group the case holds: `auroc.per_class` `[C]`, `auroc.macro` `[]`,
@@ -264,6 +306,12 @@ impl MetricsCase {
                 HostTensor { shape: vec![r.per_threshold.len()], values: r.per_threshold },
             );
         }
+        if let Some((probs, targets, n, batch_size)) = &self.dice {
+            let per_image = dice::dice_per_image(probs, targets, *n).expect("validated when read");
+            let epoch = dice::dice_epoch(&per_image, *batch_size).expect("validated when read");
+            out.tensors.insert(DICE_OUTPUTS[0].into(), HostTensor { shape: vec![*n], values: per_image });
+            out.tensors.insert(DICE_OUTPUTS[1].into(), HostTensor { shape: vec![], values: vec![epoch as f32] });
+        }
         out.metadata.insert("produced_by".into(), format!("mgca {} parity metrics", env!("CARGO_PKG_VERSION")));
         out
     }
@@ -281,7 +329,13 @@ impl MetricsCase {
                 if t.shape.is_empty() && want.values.len() == 1 {
                     want.shape.clear();
                 }
-                let tol = if MAP_OUTPUTS.contains(&name.as_str()) { TORCHMETRICS_MAP } else { SKLEARN };
+                let tol = if MAP_OUTPUTS.contains(&name.as_str()) {
+                    TORCHMETRICS_MAP
+                } else if DICE_OUTPUTS.contains(&name.as_str()) {
+                    REFERENCE_DICE
+                } else {
+                    SKLEARN
+                };
                 Some(Agreement::measure(name, t, &want, tol))
             })
             .collect();
@@ -316,6 +370,20 @@ mod tests {
             }
             let acc = ours.tensors[ACCURACY_OUTPUT].values[0];
             assert!((0.0..=1.0).contains(&acc));
+        }
+    }
+
+    /// The Dice cases made with the reference's `get_dice` (`golden/python/dice/gen_dice_cases.py`):
+    /// `dice.per_image` and `dice.epoch` within 1e-6, including a short last batch.
+    #[test]
+    fn every_committed_dice_case_equals_the_reference() {
+        for case in ["case_short_last_batch", "case_mostly_empty", "case_all_positive", "case_one_batch"] {
+            let case = MetricsCase::read(&golden(&format!("python/dice/{case}.safetensors"))).unwrap();
+            let lines = case.compare(&case.run()).unwrap();
+            assert_eq!(lines.len(), 2, "{}", case.path.display());
+            for a in lines {
+                assert!(a.ok, "{}: {a}", case.path.display());
+            }
         }
     }
 

@@ -17,6 +17,7 @@
 pub mod encoders;
 pub mod losses;
 pub mod metrics;
+pub mod segmentation;
 pub mod yolo;
 
 use std::fmt;
@@ -152,6 +153,13 @@ pub const YOLO_LOSS: Tolerance = Tolerance { abs: 0.0, rel: 1e-5 };
 pub const YOLO_GRADIENTS: Tolerance = Tolerance { abs: 1e-9, rel: 1e-4 };
 /// Detections (corners in pixels, objectness, class score, class) after NMS: 1e-4 absolute.
 pub const YOLO_DETECTIONS: Tolerance = Tolerance { abs: 1e-4, rel: 0.0 };
+
+/// The segmentation loss and its terms against the reference's `segmentation_loss.py`: 1e-5
+/// relative, as the issue states for a float32 port.
+pub const SEG_LOSS: Tolerance = Tolerance { abs: 0.0, rel: 1e-5 };
+/// The segmentation loss's gradient with respect to the logits: 1e-4 relative, with a 1e-10
+/// floor for entries near 0 (the gradient of a mean over up to 50,000 pixels is ~1e-5 a pixel).
+pub const SEG_GRADIENTS: Tolerance = Tolerance { abs: 1e-10, rel: 1e-4 };
 
 /// How closely one tensor of ours agrees with the reference's.
 #[derive(Debug, Clone)]
