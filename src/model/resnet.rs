@@ -159,6 +159,32 @@ impl<B: Backend> ResNet<B> {
         self
     }
 
+    /// The five feature maps a U-Net decoder reads, finest first: the stem `ReLU(BN(conv1))`
+    /// (ResNet-50 at 224 px: 64 × 112²), `layer1(maxpool(·))` (256 × 56²), layer 2 (512 × 28²),
+    /// layer 3 (1024 × 14²) and layer 4 (2048 × 7²), as segmentation-models-pytorch's
+    /// `ResNetEncoder.get_stages` cuts them (its first "feature", the input, is left out).
+    pub fn unet_features(&self, images: Tensor<B, 4>, mode: Mode) -> [Tensor<B, 4>; 5] {
+        let stem = relu(self.bn1.forward(self.conv1.forward(images), mode));
+        let stage = |x, blocks: &[Bottleneck<B>]| blocks.iter().fold(x, |x, b| b.forward(x, mode));
+        let l1 = stage(self.maxpool.forward(stem.clone()), &self.layer1);
+        let l2 = stage(l1.clone(), &self.layer2);
+        let l3 = stage(l2.clone(), &self.layer3);
+        let l4 = stage(l3.clone(), &self.layer4);
+        [stem, l1, l2, l3, l4]
+    }
+
+    /// The channels of the five [`ResNet::unet_features`] (ResNet-50: 64, 256, 512, 1024, 2048).
+    pub fn unet_channels(&self) -> [usize; 5] {
+        let out = |layer: &[Bottleneck<B>]| layer.last().expect("a block per layer").bn3.running_mean.value().dims()[0];
+        [
+            self.bn1.running_mean.value().dims()[0],
+            out(&self.layer1),
+            out(&self.layer2),
+            out(&self.layer3),
+            out(&self.layer4),
+        ]
+    }
+
     /// The channels of C3, C4 and C5 (ResNet-50: 512, 1024, 2048).
     pub fn pyramid_channels(&self) -> [usize; 3] {
         let out = |layer: &[Bottleneck<B>]| layer.last().expect("a block per layer").bn3.running_mean.value().dims()[0];
