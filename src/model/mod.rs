@@ -18,6 +18,7 @@ pub mod heads;
 pub mod import;
 pub mod mgca;
 pub mod resnet;
+pub mod setr;
 pub mod unet;
 pub mod vit;
 pub mod yolo;

@@ -187,38 +187,11 @@ mod tests {
     use super::*;
     use crate::backend::{Cpu, cpu_device};
     use crate::parity::Tolerance;
-    use crate::tensor_file::{HostTensor, TensorFile};
+    use crate::tensor_file::TensorFile;
     use burn::tensor::TensorData;
 
     /// Agreement with segmentation-models-pytorch's U-Net: 1e-4 absolute, as the issue states.
     const SMP_UNET: Tolerance = Tolerance { abs: 1e-4, rel: 0.0 };
-
-    /// The fixture's weight formula (`golden/pytorch/unet/gen_unet_case.py`, `weight_values`).
-    fn weight_values(name: &str, shape: &[usize]) -> Vec<f32> {
-        let seed = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
-        let n: usize = shape.iter().product();
-        (0..n as u64)
-            .map(|i| {
-                let mut z = seed.wrapping_add(i).wrapping_add(0x9e37_79b9_7f4a_7c15);
-                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-                z ^= z >> 31;
-                let u = (z >> 40) as f64 / 16_777_216.0;
-                let v = if name.ends_with("running_mean") {
-                    0.1 * (2.0 * u - 1.0)
-                } else if name.ends_with("running_var") {
-                    0.5 + u
-                } else if shape.len() == 4 {
-                    (2.0 * u - 1.0) * (1.0 / ((shape[1] * shape[2] * shape[3]) as f64).sqrt())
-                } else if name.ends_with("weight") {
-                    0.5 + u
-                } else {
-                    0.2 * (2.0 * u - 1.0)
-                };
-                v as f32
-            })
-            .collect()
-    }
 
     /// segmentation-models-pytorch 0.2.0's `Unet("resnet50")` with the fixture's weights, loaded
     /// by the library's key names: the logits in training mode, then in evaluation mode with the
@@ -226,12 +199,8 @@ mod tests {
     #[test]
     fn equals_segmentation_models_pytorch() {
         let case = TensorFile::read(&crate::testing::golden("pytorch/unet/unet_case.safetensors")).unwrap();
-        let keys: Vec<(String, Vec<usize>)> = serde_json::from_str(&case.metadata["keys"]).unwrap();
-        assert_eq!(keys.len(), 317);
-        let mut file = TensorFile::default();
-        for (name, shape) in &keys {
-            file.tensors.insert(name.clone(), HostTensor { shape: shape.clone(), values: weight_values(name, shape) });
-        }
+        let file = crate::testing::formula_weights(&case.metadata["keys"]);
+        assert_eq!(file.tensors.len(), 317);
         let mut weights = WeightReader::new(file);
         let device = cpu_device();
         let (net, config) = Unet::<Cpu>::load(&mut weights, &device).unwrap();
