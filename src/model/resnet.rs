@@ -159,6 +159,7 @@ impl<B: Backend> ResNet<B> {
         self
     }
 
+    // ANCHOR: unet_features
     /// The five feature maps a U-Net decoder reads, finest first: the stem `ReLU(BN(conv1))`
     /// (ResNet-50 at 224 px: 64 × 112²), `layer1(maxpool(·))` (256 × 56²), layer 2 (512 × 28²),
     /// layer 3 (1024 × 14²) and layer 4 (2048 × 7²), as segmentation-models-pytorch's
@@ -172,6 +173,7 @@ impl<B: Backend> ResNet<B> {
         let l4 = stage(l3.clone(), &self.layer4);
         [stem, l1, l2, l3, l4]
     }
+    // ANCHOR_END: unet_features
 
     /// The channels of the five [`ResNet::unet_features`] (ResNet-50: 64, 256, 512, 1024, 2048).
     pub fn unet_channels(&self) -> [usize; 5] {
