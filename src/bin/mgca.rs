@@ -26,7 +26,7 @@
 //! and macro), accuracy and detection mAP from the scores, labels and boxes the input holds; if it also carries
 //! scikit-learn's or torchmetrics' outputs, it prints the agreement (book: "Parity with the reference").
 //!
-//! `mgca weights import CKPT --layout deit|torchvision-resnet|bio-clinicalbert|mgca-lightning
+//! `mgca weights import CKPT --layout deit|torchvision-resnet|bio-clinicalbert|mgca-lightning|smp-unet
 //! [--keymap FILE] [--preset reference|smoke] [--output OUT.safetensors]` reads a published
 //! checkpoint (`.pth`, `.bin`, `.ckpt`, `.safetensors`), maps its keys through the layout's
 //! table, loads it into the module it initialises, reports what happened to every key, and
@@ -169,6 +169,7 @@ enum LayoutArg {
     TorchvisionResnet,
     BioClinicalbert,
     MgcaLightning,
+    SmpUnet,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -371,6 +372,7 @@ fn main() -> ExitCode {
                 LayoutArg::TorchvisionResnet => Layout::TorchvisionResnet,
                 LayoutArg::BioClinicalbert => Layout::BioClinicalBert,
                 LayoutArg::MgcaLightning => Layout::MgcaLightning,
+                LayoutArg::SmpUnet => Layout::SmpUnet,
             };
             let preset = match preset {
                 PresetArg::Reference => MgcaConfig::reference(),

@@ -24,6 +24,7 @@ use burn::tensor::backend::Backend;
 use super::bert::{self, Bert};
 use super::mgca::Mgca;
 use super::resnet::{self, ResNet};
+use super::unet::Unet;
 use super::vit::{self, Vit};
 use crate::config::{ImageEncoderKind, MgcaConfig};
 use crate::weights::keymap::{Import, KeyMap, Layout};
@@ -51,6 +52,8 @@ pub enum Loaded<B: Backend> {
     Bert(Bert<B>),
     /// The whole model (`mgca-lightning`).
     Mgca(Box<Mgca<B>>),
+    /// The segmentation U-Net (`smp-unet`).
+    Unet(Box<Unet<B>>),
 }
 
 /// What an import did with every key.
@@ -166,6 +169,12 @@ fn load<B: Backend>(
             let text = format!("BERT ({} layers, width {})", c.bert.layers, c.bert.hidden);
             let heads = format!("heads → {} → {}, {} prototypes", c.projection_hidden, c.embed_dim, c.num_prototypes);
             (Loaded::Mgca(Box::new(module)), format!("MGCA: {encoder}, {text}, {heads}"), Some(c))
+        }
+        Layout::SmpUnet => {
+            let (module, c) = Unet::load("unet.", weights, device)?;
+            let words =
+                format!("U-Net: encoder features {:?}, decoder widths {:?}", c.encoder_channels, c.decoder_channels);
+            (Loaded::Unet(Box::new(module)), words, None)
         }
     })
 }

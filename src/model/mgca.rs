@@ -278,7 +278,9 @@ impl<B: Backend> Mgca<B> {
             self.image = match import::<B>(path, layout, None, Architecture::Exactly(config), device)?.0 {
                 Loaded::Vit(vit) => ImageEncoder::Vit(vit),
                 Loaded::ResNet(resnet) => ImageEncoder::ResNet(resnet),
-                Loaded::Bert(_) | Loaded::Mgca(_) => unreachable!("{layout:?} initialises an image encoder"),
+                Loaded::Bert(_) | Loaded::Mgca(_) | Loaded::Unet(_) => {
+                    unreachable!("{layout:?} initialises an image encoder")
+                }
             };
         }
         if let Some(path) = &from.text {

@@ -156,13 +156,17 @@ impl<B: Backend> Unet<B> {
     }
 
     /// Load a segmentation-models-pytorch state dict (`encoder.*`, `decoder.blocks.*`,
-    /// `segmentation_head.0.*`; the reader's prefix must be empty); the encoder's architecture
-    /// is read from its tensors.
-    pub fn load(weights: &mut WeightReader, device: &B::Device) -> Result<(Self, UnetConfig), WeightError> {
-        weights.set_prefix("encoder.");
-        let resnet_config: ResNetConfig = super::resnet::config_from_weights(weights, None)?;
-        let encoder = ResNet::load(&resnet_config, weights, device);
-        weights.set_prefix("");
+    /// `segmentation_head.0.*`, each under `prefix`: `""` for the library's own file, `"unet."`
+    /// after the `smp-unet` key table); the encoder's architecture is read from its tensors.
+    pub fn load(
+        prefix: &str,
+        weights: &mut WeightReader,
+        device: &B::Device,
+    ) -> Result<(Self, UnetConfig), WeightError> {
+        weights.set_prefix(&format!("{prefix}encoder."));
+        let encoder = super::resnet::config_from_weights(weights, None)
+            .and_then(|c: ResNetConfig| ResNet::load(&c, weights, device));
+        weights.set_prefix(prefix);
         let encoder = encoder?;
         let config = UnetConfig::for_encoder(encoder.unet_channels());
         let mut decoder_channels = [0; 5];
@@ -193,19 +197,14 @@ mod tests {
     /// Agreement with segmentation-models-pytorch's U-Net: 1e-4 absolute, as the issue states.
     const SMP_UNET: Tolerance = Tolerance { abs: 1e-4, rel: 0.0 };
 
-    /// segmentation-models-pytorch 0.2.0's `Unet("resnet50")` with the fixture's weights, loaded
-    /// by the library's key names: the logits in training mode, then in evaluation mode with the
-    /// running statistics the training pass left, within 1e-4; every key taken.
-    #[test]
-    fn equals_segmentation_models_pytorch() {
-        let case = TensorFile::read(&crate::testing::golden("pytorch/unet/unet_case.safetensors")).unwrap();
-        let file = crate::testing::formula_weights(&case.metadata["keys"]);
-        assert_eq!(file.tensors.len(), 317);
-        let mut weights = WeightReader::new(file);
+    fn fixture() -> TensorFile {
+        TensorFile::read(&crate::testing::golden("pytorch/unet/unet_case.safetensors")).unwrap()
+    }
+
+    /// The logits in training mode, then in evaluation mode with the running statistics the
+    /// training pass left, against the fixture's, within 1e-4.
+    fn check_logits(net: &Unet<Cpu>, case: &TensorFile) {
         let device = cpu_device();
-        let (net, config) = Unet::<Cpu>::load(&mut weights, &device).unwrap();
-        assert_eq!(config, UnetConfig::resnet50());
-        assert_eq!(weights.unused(), Vec::<String>::new());
         let images = &case.tensors["unet.images"];
         let x = Tensor::<Cpu, 4>::from_data(TensorData::new(images.values.clone(), [2, 3, 64, 64]), &device);
         for (mode, name) in [(Mode::Train, "unet.logits_train"), (Mode::Eval, "unet.logits_eval")] {
@@ -219,6 +218,39 @@ mod tests {
                 "{name}: max |Δ| {worst:e}"
             );
         }
+    }
+
+    /// segmentation-models-pytorch 0.2.0's `Unet("resnet50")` with the fixture's weights, loaded
+    /// by the library's key names: equal logits; every key taken.
+    #[test]
+    fn equals_segmentation_models_pytorch() {
+        let case = fixture();
+        let file = crate::testing::formula_weights(&case.metadata["keys"]);
+        assert_eq!(file.tensors.len(), 317);
+        let mut weights = WeightReader::new(file);
+        let (net, config) = Unet::<Cpu>::load("", &mut weights, &cpu_device()).unwrap();
+        assert_eq!(config, UnetConfig::resnet50());
+        assert_eq!(weights.unused(), Vec::<String>::new());
+        check_logits(&net, &case);
+    }
+
+    /// The same weights as a checkpoint file, through `mgca weights import`'s importer and the
+    /// `smp-unet` key table: every key loaded, none unexpected, equal logits.
+    #[test]
+    fn a_library_checkpoint_imports_through_its_key_table() {
+        use crate::model::import::{Architecture, Loaded, import};
+        use crate::weights::keymap::Layout;
+        let case = fixture();
+        let path = crate::testing::scratch("smp-unet").join("unet.safetensors");
+        crate::testing::formula_weights(&case.metadata["keys"]).write(&path).unwrap();
+        let preset = crate::config::MgcaConfig::reference();
+        let (module, report) =
+            import::<Cpu>(&path, Layout::SmpUnet, None, Architecture::FromWeights(&preset), &cpu_device()).unwrap();
+        std::fs::remove_file(&path).ok();
+        assert_eq!(report.unused, Vec::<String>::new());
+        assert!(report.loaded_into.starts_with("U-Net"), "{}", report.loaded_into);
+        let Loaded::Unet(net) = module else { panic!("smp-unet loads a U-Net") };
+        check_logits(&net, &case);
     }
 
     /// The library's initialisation: decoder convolutions within the Kaiming-uniform bound

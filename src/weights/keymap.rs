@@ -38,11 +38,14 @@ pub enum Layout {
     BioClinicalBert,
     /// A released MGCA Lightning checkpoint (the whole pretrained model).
     MgcaLightning,
+    /// A segmentation-models-pytorch U-Net on ResNet-50 (the segmentation model).
+    SmpUnet,
 }
 
 impl Layout {
     /// Every layout.
-    pub const ALL: [Layout; 4] = [Self::Deit, Self::TorchvisionResnet, Self::BioClinicalBert, Self::MgcaLightning];
+    pub const ALL: [Layout; 5] =
+        [Self::Deit, Self::TorchvisionResnet, Self::BioClinicalBert, Self::MgcaLightning, Self::SmpUnet];
 
     /// The layout's name on the command line.
     pub fn name(self) -> &'static str {
@@ -51,6 +54,7 @@ impl Layout {
             Self::TorchvisionResnet => "torchvision-resnet",
             Self::BioClinicalBert => "bio-clinicalbert",
             Self::MgcaLightning => "mgca-lightning",
+            Self::SmpUnet => "smp-unet",
         }
     }
 
@@ -61,6 +65,7 @@ impl Layout {
             Self::TorchvisionResnet => include_str!("keymaps/torchvision_resnet.keymap"),
             Self::BioClinicalBert => include_str!("keymaps/bio_clinicalbert.keymap"),
             Self::MgcaLightning => include_str!("keymaps/mgca_lightning.keymap"),
+            Self::SmpUnet => include_str!("keymaps/smp_unet.keymap"),
         };
         KeyMap::parse(self.name(), text).expect("the built-in key tables parse")
     }
