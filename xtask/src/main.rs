@@ -127,6 +127,10 @@ enum BenchKind {
     /// AdamW) and at the smoke sizes (`benches/detection.rs`, beside the reference's neck and
     /// loss on torchvision's ResNet-50; the reference's clone from $MGCA_REFERENCE).
     Detection,
+    /// One U-Net training step at batch 8 (frozen ResNet-50 encoder, the decoder, the
+    /// segmentation loss, AdamW) (`benches/segmentation.rs`, beside segmentation-models-pytorch
+    /// 0.2.0 with the reference's loss from $MGCA_REFERENCE).
+    Segmentation,
 }
 
 type Result<T = ()> = std::result::Result<T, String>;
@@ -167,6 +171,7 @@ fn main() -> ExitCode {
         Task::Bench { which: BenchKind::Train, python, threads } => bench_train(python, threads),
         Task::Bench { which: BenchKind::Linear, python, threads } => bench_linear(python, threads),
         Task::Bench { which: BenchKind::Detection, python, threads } => bench_detection(python, threads),
+        Task::Bench { which: BenchKind::Segmentation, python, threads } => bench_segmentation(python, threads),
         Task::Fuzz { target, execs, seconds, seed, jobs, replay, list } => {
             fuzz(&target, execs, seconds, seed, jobs, &replay, list)
         }
@@ -653,6 +658,31 @@ fn bench_detection(python: Option<PathBuf>, threads: usize) -> Result {
             );
         }
         Err(e) => eprintln!("xtask: no PyTorch timing ({e})"),
+    }
+    Ok(())
+}
+
+fn bench_segmentation(python: Option<PathBuf>, threads: usize) -> Result {
+    let mut bench = cargo();
+    bench.args(["bench", "-p", "mgca", "--bench", "segmentation"]).env("RAYON_NUM_THREADS", threads.to_string());
+    run(bench, "criterion: segmentation (Rust, CPU backend)")?;
+    let step = criterion_ms("segmentation", "step", "b8")?;
+    println!("\none U-Net training step at batch 8, median, {threads} threads: {step:.1} ms");
+    let reference = std::env::var("MGCA_REFERENCE").map_err(|_| {
+        "set MGCA_REFERENCE to a clone of HKU-MedAI/MGCA (680fe4a6ee0c) for the PyTorch side".to_string()
+    })?;
+    let args = ["--threads".into(), threads.to_string(), "--ref".into(), reference];
+    match python_lines(python, "benches/segmentation_pytorch.py", &args) {
+        Ok(lines) => {
+            let line = lines.iter().find(|v| v["case"] == "step_b8").ok_or("no PyTorch line")?;
+            let torch_ms = line["median_ms"].as_f64().ok_or("no median_ms")?;
+            println!(
+                "segmentation-models-pytorch on PyTorch {}: {torch_ms:.1} ms; rust/pytorch {:.2}",
+                line["torch"].as_str().unwrap_or("?"),
+                step / torch_ms
+            );
+        }
+        Err(e) => eprintln!("xtask: no PyTorch timing ({e}; the script needs segmentation-models-pytorch 0.2.0)"),
     }
     Ok(())
 }
