@@ -26,6 +26,7 @@ pub mod rle;
 pub mod rsna;
 pub mod samples;
 pub mod sampling;
+pub mod segmentation;
 pub mod siim;
 pub mod synth;
 pub mod tables;
