@@ -12,3 +12,4 @@ pub mod detection;
 pub mod encoder;
 pub mod finetune;
 pub mod linear;
+pub mod segmentation;

@@ -140,6 +140,8 @@ enum Experiment {
     Pretrain,
     Linear,
     Detection,
+    /// Not yet part of `all`: the smoke cells take minutes each on a CPU (being worked on).
+    Segmentation,
     All,
 }
 
@@ -363,6 +365,26 @@ fn reproduce(
             cmd.arg("--resume");
         }
         run(cmd, "detection (6 cells)")?;
+    }
+    if which == Experiment::Segmentation {
+        let mut cmd = reproduction("segmentation", tier == Tier::Paper);
+        for config in configs_in("segmentation")? {
+            cmd.arg("--config").arg(config);
+        }
+        cmd.arg("--out").arg(&out).arg("--tier").arg(if tier == Tier::Paper { "paper" } else { "smoke" });
+        if let Some(d) = &data {
+            cmd.arg("--data").arg(d);
+        }
+        if let Some(e) = &linear.encoder_from {
+            cmd.arg("--encoder-from").arg(e);
+        }
+        if let Some(n) = linear.seeds {
+            cmd.arg("--seeds").arg(n.to_string());
+        }
+        if resume {
+            cmd.arg("--resume");
+        }
+        run(cmd, "segmentation (6 cells)")?;
     }
     let mut report = reproduction("report", false);
     report.arg("--out").arg(&out);
