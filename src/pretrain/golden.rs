@@ -31,8 +31,13 @@ fn table(text: &str) -> (Vec<String>, Vec<Vec<String>>) {
     (header, lines.map(|l| l.split(',').map(String::from).collect()).collect())
 }
 
+/// On a rayon pool of its own ([`crate::testing::isolated`]).
 #[test]
 fn smoke_replay_matches_golden() {
+    crate::testing::isolated(replay);
+}
+
+fn replay() {
     let golden_path = repo("golden/runs/smoke/pretrain.csv");
     let golden = std::fs::read_to_string(&golden_path)
         .unwrap_or_else(|e| panic!("{}: {e} (run `cargo xtask golden bless`)", golden_path.display()));

@@ -54,8 +54,13 @@ fn shown(replayed: f64, golden: f64, tolerance: f64, decimals: usize) -> String 
     if same { format!("{golden:.decimals$}") } else { format!("{replayed:.decimals$} (golden {golden:.decimals$})") }
 }
 
+/// On a rayon pool of its own ([`crate::testing::isolated`]).
 #[test]
 fn smoke_replay_matches_golden() {
+    crate::testing::isolated(replay);
+}
+
+fn replay() {
     let golden = golden();
     let out = std::env::temp_dir().join(format!("mgca-detection-golden-{}", std::process::id()));
     std::fs::remove_dir_all(&out).ok();
@@ -112,6 +117,10 @@ fn trained_detectors_beat_untrained_heads() {
 /// exactly as the uninterrupted run; so does the test it writes.
 #[test]
 fn a_stopped_run_resumes_to_the_same_result() {
+    crate::testing::isolated(stopped_and_resumed);
+}
+
+fn stopped_and_resumed() {
     let out = std::env::temp_dir().join(format!("mgca-detection-resume-{}", std::process::id()));
     std::fs::remove_dir_all(&out).ok();
     let cell = random_cell("objectcxr_1pct.toml", 5);

@@ -72,8 +72,13 @@ fn smoke_pretraining(out: &Path) {
     pretrain(&config, model, &data, &options).unwrap();
 }
 
+/// On a rayon pool of its own ([`crate::testing::isolated`]).
 #[test]
 fn smoke_replay_matches_golden() {
+    crate::testing::isolated(replay);
+}
+
+fn replay() {
     let golden = golden();
     let out = std::env::temp_dir().join(format!("mgca-linear-golden-{}", std::process::id()));
     std::fs::remove_dir_all(&out).ok();
