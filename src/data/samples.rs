@@ -66,16 +66,34 @@ pub fn object_cxr_detection(path: &Path, boxes: &[[f64; 4]]) -> Result<Detection
 
 /// RSNA segmentation: the box mask of the DICOM at `path`.
 pub fn rsna_segmentation(path: &Path, boxes: &[[f64; 4]]) -> Result<SegmentationSample, DataError> {
+    rsna_segmentation_drawn(path, boxes, None)
+}
+
+/// [`rsna_segmentation`], and with `rng` the training transform drawn from it (one decode).
+pub fn rsna_segmentation_drawn(
+    path: &Path,
+    boxes: &[[f64; 4]],
+    rng: Option<&mut LegacyRng>,
+) -> Result<SegmentationSample, DataError> {
     let img = full_resolution(path)?;
     let mask = targets::rsna_mask(boxes, img.height, img.width, 224).map_err(|m| DataError::file(path, m))?;
-    Ok(SegmentationSample { image: image_224(&img), mask })
+    Ok(transformed(&img, mask, rng))
 }
 
 /// SIIM segmentation: the union of the run-length rows of the DICOM at `path`.
 pub fn siim_segmentation(path: &Path, rows: &[&str]) -> Result<SegmentationSample, DataError> {
+    siim_segmentation_drawn(path, rows, None)
+}
+
+/// [`siim_segmentation`], and with `rng` the training transform drawn from it (one decode).
+pub fn siim_segmentation_drawn(
+    path: &Path,
+    rows: &[&str],
+    rng: Option<&mut LegacyRng>,
+) -> Result<SegmentationSample, DataError> {
     let img = full_resolution(path)?;
     let mask = targets::siim_mask(rows, img.height, img.width, 224).map_err(|e| DataError::file(path, e.0))?;
-    Ok(SegmentationSample { image: image_224(&img), mask })
+    Ok(transformed(&img, mask, rng))
 }
 
 /// One draw of the segmentation transform's shift-scale-rotate.
@@ -151,19 +169,13 @@ impl ShiftScaleRotate {
     }
 }
 
-/// A training segmentation sample: the evaluation sample's image and mask, both
-/// shift-scale-rotated when the draw says so (the image at full resolution, the mask at 224,
-/// each about its own centre).
-pub fn augment_segmentation(
-    path: &Path,
-    mask_224: Vec<f32>,
-    rng: &mut LegacyRng,
-) -> Result<SegmentationSample, DataError> {
-    let img = full_resolution(path)?;
-    Ok(match ShiftScaleRotate::draw(rng) {
-        Some(t) => SegmentationSample { image: image_224(&t.warp_gray(&img)), mask: t.warp_mask(&mask_224, 224, 224) },
-        None => SegmentationSample { image: image_224(&img), mask: mask_224 },
-    })
+/// The sample of a decoded image and its 224 px mask: with `rng`, both shift-scale-rotated when
+/// the draw says so (the image at full resolution, the mask at 224, each about its own centre).
+fn transformed(img: &Gray, mask: Vec<f32>, rng: Option<&mut LegacyRng>) -> SegmentationSample {
+    match rng.and_then(ShiftScaleRotate::draw) {
+        Some(t) => SegmentationSample { image: image_224(&t.warp_gray(img)), mask: t.warp_mask(&mask, 224, 224) },
+        None => SegmentationSample { image: image_224(img), mask },
+    }
 }
 
 #[cfg(test)]

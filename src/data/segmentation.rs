@@ -28,7 +28,7 @@ use rayon::prelude::*;
 use super::DataError;
 use super::cache::batch_rng;
 use super::prepare::Dataset;
-use super::samples::{SegmentationSample, augment_segmentation, rsna_segmentation, siim_segmentation};
+use super::samples::{SegmentationSample, rsna_segmentation_drawn, siim_segmentation_drawn};
 use super::sampling::LegacyRng;
 
 /// The side of images and masks.
@@ -216,19 +216,14 @@ fn load(
     rng: Option<&mut LegacyRng>,
 ) -> Result<SegmentationSample, DataError> {
     let path = root.join(&item.path);
-    let named = |e: DataError| DataError::row(split, item.line, e.to_string());
-    let sample = match &item.mask {
-        MaskSource::Boxes(boxes) => rsna_segmentation(&path, boxes),
+    match &item.mask {
+        MaskSource::Boxes(boxes) => rsna_segmentation_drawn(&path, boxes, rng),
         MaskSource::Rle(rows) => {
             let rows: Vec<&str> = rows.iter().map(String::as_str).collect();
-            siim_segmentation(&path, &rows)
+            siim_segmentation_drawn(&path, &rows, rng)
         }
     }
-    .map_err(named)?;
-    match rng {
-        Some(rng) => augment_segmentation(&path, sample.mask, rng).map_err(named),
-        None => Ok(sample),
-    }
+    .map_err(|e| DataError::row(split, item.line, e.to_string()))
 }
 
 #[cfg(test)]

@@ -114,6 +114,23 @@ impl FinetuneConfig {
         if bad.is_empty() { Ok(()) } else { Err(bad.join("; ")) }
     }
 
+    /// These values with an experiment file's `[finetune]` table applied: every key must name a
+    /// field; those `apply` accepts replace its value.
+    pub fn with_overrides(self, overrides: &toml::Table, apply: impl Fn(&str) -> bool) -> Result<Self, String> {
+        let mut value = toml::Value::try_from(self).map_err(|e| e.to_string())?;
+        if let toml::Value::Table(table) = &mut value {
+            for (k, v) in overrides {
+                if !table.contains_key(k) {
+                    return Err(format!("`finetune.{k}` is not a fine-tuning field"));
+                }
+                if apply(k) {
+                    table.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        value.try_into().map_err(|e: toml::de::Error| format!("[finetune]: {e}"))
+    }
+
     fn adamw(&self) -> AdamW {
         AdamW { beta1: self.beta1, beta2: self.beta2, epsilon: self.epsilon, weight_decay: self.weight_decay }
     }
@@ -357,6 +374,29 @@ where
     })
 }
 // ANCHOR_END: finetune
+
+/// Write a finished cell's `test.json` into its run folder (a temporary name, then renamed).
+pub fn write_test_result<T: Serialize>(dir: &Path, result: &T) -> Result<(), TrainError> {
+    let path = dir.join("test.json");
+    let text = serde_json::to_string_pretty(result).map_err(|e| TrainError::Io(e.to_string()))? + "\n";
+    let part = dir.join("test.json.part");
+    std::fs::write(&part, text).map_err(|e| io(&part, e))?;
+    std::fs::rename(&part, &path).map_err(|e| io(&path, e))
+}
+
+/// Every `test.json` under `out/<name>/seed-*/`, in seed-folder order.
+pub fn read_test_results<T: serde::de::DeserializeOwned>(out: &Path, name: &str) -> Result<Vec<T>, String> {
+    let dir = out.join(name);
+    let mut results = Vec::new();
+    let Ok(entries) = std::fs::read_dir(&dir) else { return Ok(results) };
+    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path().join("test.json"))).collect();
+    paths.sort();
+    for path in paths.into_iter().filter(|p| p.exists()) {
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        results.push(serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?);
+    }
+    Ok(results)
+}
 
 /// The folder of the best checkpoint a finished fine-tuning run kept, if any.
 pub fn best_checkpoint(out: &Path) -> Option<PathBuf> {

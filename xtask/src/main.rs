@@ -326,9 +326,9 @@ fn reproduce(
             run(cmd, &format!("pretrain ({config})"))?;
         }
     }
-    if matches!(which, Experiment::Linear | Experiment::All) {
-        let mut cmd = reproduction("linear", tier == Tier::Paper);
-        for config in configs_in("linear")? {
+    let cells = |binary: &str, what: &str| -> Result {
+        let mut cmd = reproduction(binary, tier == Tier::Paper);
+        for config in configs_in(binary)? {
             cmd.arg("--config").arg(config);
         }
         cmd.arg("--out").arg(&out).arg("--tier").arg(if tier == Tier::Paper { "paper" } else { "smoke" });
@@ -344,47 +344,16 @@ fn reproduce(
         if resume {
             cmd.arg("--resume");
         }
-        run(cmd, "linear probing (18 cells)")?;
+        run(cmd, what)
+    };
+    if matches!(which, Experiment::Linear | Experiment::All) {
+        cells("linear", "linear probing (18 cells)")?;
     }
     if matches!(which, Experiment::Detection | Experiment::All) {
-        let mut cmd = reproduction("detection", tier == Tier::Paper);
-        for config in configs_in("detection")? {
-            cmd.arg("--config").arg(config);
-        }
-        cmd.arg("--out").arg(&out).arg("--tier").arg(if tier == Tier::Paper { "paper" } else { "smoke" });
-        if let Some(d) = &data {
-            cmd.arg("--data").arg(d);
-        }
-        if let Some(e) = &linear.encoder_from {
-            cmd.arg("--encoder-from").arg(e);
-        }
-        if let Some(n) = linear.seeds {
-            cmd.arg("--seeds").arg(n.to_string());
-        }
-        if resume {
-            cmd.arg("--resume");
-        }
-        run(cmd, "detection (6 cells)")?;
+        cells("detection", "detection (6 cells)")?;
     }
     if which == Experiment::Segmentation {
-        let mut cmd = reproduction("segmentation", tier == Tier::Paper);
-        for config in configs_in("segmentation")? {
-            cmd.arg("--config").arg(config);
-        }
-        cmd.arg("--out").arg(&out).arg("--tier").arg(if tier == Tier::Paper { "paper" } else { "smoke" });
-        if let Some(d) = &data {
-            cmd.arg("--data").arg(d);
-        }
-        if let Some(e) = &linear.encoder_from {
-            cmd.arg("--encoder-from").arg(e);
-        }
-        if let Some(n) = linear.seeds {
-            cmd.arg("--seeds").arg(n.to_string());
-        }
-        if resume {
-            cmd.arg("--resume");
-        }
-        run(cmd, "segmentation (6 cells)")?;
+        cells("segmentation", "segmentation (6 cells)")?;
     }
     let mut report = reproduction("report", false);
     report.arg("--out").arg(&out);
@@ -658,55 +627,50 @@ fn bench_linear(python: Option<PathBuf>, threads: usize) -> Result {
 }
 
 fn bench_detection(python: Option<PathBuf>, threads: usize) -> Result {
-    let mut bench = cargo();
-    bench.args(["bench", "-p", "mgca", "--bench", "detection"]).env("RAYON_NUM_THREADS", threads.to_string());
-    run(bench, "criterion: detection (Rust, CPU backend)")?;
-    let step = criterion_ms("detection", "step", "b16")?;
+    let step = bench_downstream_step(python, threads, "detection", "b16", "step_b16", "PyTorch")?;
     let smoke = criterion_ms("detection", "step", "smoke_b8")?;
-    println!("\none detection training step, median, {threads} threads:");
-    println!("ResNet-50 + YOLOv3 neck, batch 16: {step:.1} ms; smoke sizes, batch 8: {smoke:.1} ms");
+    println!("(ResNet-50 + YOLOv3 neck at batch 16: {step:.1} ms; smoke sizes, batch 8: {smoke:.1} ms)");
+    Ok(())
+}
+
+fn bench_segmentation(python: Option<PathBuf>, threads: usize) -> Result {
+    let what = "segmentation-models-pytorch (0.2.0) on PyTorch";
+    bench_downstream_step(python, threads, "segmentation", "b8", "step_b8", what).map(|_| ())
+}
+
+/// One downstream training step (`benches/<name>.rs`, case `step/<case>`) beside
+/// `benches/<name>_pytorch.py` (its line `torch_case`, run with the reference's clone from
+/// $MGCA_REFERENCE): prints both and the ratio; returns ours in ms.
+fn bench_downstream_step(
+    python: Option<PathBuf>,
+    threads: usize,
+    name: &str,
+    case: &str,
+    torch_case: &str,
+    torch_what: &str,
+) -> Result<f64> {
+    let mut bench = cargo();
+    bench.args(["bench", "-p", "mgca", "--bench", name]).env("RAYON_NUM_THREADS", threads.to_string());
+    run(bench, &format!("criterion: {name} (Rust, CPU backend)"))?;
+    let step = criterion_ms(name, "step", case)?;
+    println!("\none {name} training step ({case}), median, {threads} threads: {step:.1} ms");
     let reference = std::env::var("MGCA_REFERENCE").map_err(|_| {
         "set MGCA_REFERENCE to a clone of HKU-MedAI/MGCA (680fe4a6ee0c) for the PyTorch side".to_string()
     })?;
     let args = ["--threads".into(), threads.to_string(), "--ref".into(), reference];
-    match python_lines(python, "benches/detection_pytorch.py", &args) {
+    match python_lines(python, &format!("benches/{name}_pytorch.py"), &args) {
         Ok(lines) => {
-            let line = lines.iter().find(|v| v["case"] == "step_b16").ok_or("no PyTorch line")?;
+            let line = lines.iter().find(|v| v["case"] == torch_case).ok_or("no PyTorch line")?;
             let torch_ms = line["median_ms"].as_f64().ok_or("no median_ms")?;
             println!(
-                "PyTorch {}: {torch_ms:.1} ms; rust/pytorch {:.2}",
+                "{torch_what} {}: {torch_ms:.1} ms; rust/pytorch {:.2}",
                 line["torch"].as_str().unwrap_or("?"),
                 step / torch_ms
             );
         }
         Err(e) => eprintln!("xtask: no PyTorch timing ({e})"),
     }
-    Ok(())
-}
-
-fn bench_segmentation(python: Option<PathBuf>, threads: usize) -> Result {
-    let mut bench = cargo();
-    bench.args(["bench", "-p", "mgca", "--bench", "segmentation"]).env("RAYON_NUM_THREADS", threads.to_string());
-    run(bench, "criterion: segmentation (Rust, CPU backend)")?;
-    let step = criterion_ms("segmentation", "step", "b8")?;
-    println!("\none U-Net training step at batch 8, median, {threads} threads: {step:.1} ms");
-    let reference = std::env::var("MGCA_REFERENCE").map_err(|_| {
-        "set MGCA_REFERENCE to a clone of HKU-MedAI/MGCA (680fe4a6ee0c) for the PyTorch side".to_string()
-    })?;
-    let args = ["--threads".into(), threads.to_string(), "--ref".into(), reference];
-    match python_lines(python, "benches/segmentation_pytorch.py", &args) {
-        Ok(lines) => {
-            let line = lines.iter().find(|v| v["case"] == "step_b8").ok_or("no PyTorch line")?;
-            let torch_ms = line["median_ms"].as_f64().ok_or("no median_ms")?;
-            println!(
-                "segmentation-models-pytorch on PyTorch {}: {torch_ms:.1} ms; rust/pytorch {:.2}",
-                line["torch"].as_str().unwrap_or("?"),
-                step / torch_ms
-            );
-        }
-        Err(e) => eprintln!("xtask: no PyTorch timing ({e}; the script needs segmentation-models-pytorch 0.2.0)"),
-    }
-    Ok(())
+    Ok(step)
 }
 
 fn bench_train(python: Option<PathBuf>, threads: usize) -> Result {

@@ -125,18 +125,7 @@ impl LinearExperiment {
         ProbeTask::of(self.dataset)?;
         let finetune = match tier {
             Tier::Smoke => FinetuneConfig::smoke(),
-            Tier::Paper => {
-                let mut value = toml::Value::try_from(FinetuneConfig::reference()).map_err(|e| e.to_string())?;
-                if let toml::Value::Table(base) = &mut value {
-                    for (k, v) in &self.finetune {
-                        if !base.contains_key(k) {
-                            return Err(format!("`finetune.{k}` is not a fine-tuning field"));
-                        }
-                        base.insert(k.clone(), v.clone());
-                    }
-                }
-                value.try_into().map_err(|e: toml::de::Error| format!("[finetune]: {e}"))?
-            }
+            Tier::Paper => FinetuneConfig::reference().with_overrides(&self.finetune, |_| true)?,
         };
         finetune.check().map_err(|e| format!("[finetune]: {e}"))?;
         let encoder = match (encoder, tier) {
@@ -351,27 +340,14 @@ pub fn run_cell<B: AutodiffBackend>(
         stop_reason: summary.stop_reason.unwrap_or_default(),
         seconds: summary.seconds,
     };
-    let path = dir.join("test.json");
-    let text = serde_json::to_string_pretty(&result).map_err(|e| TrainError::Io(e.to_string()))? + "\n";
-    let part = dir.join("test.json.part");
-    std::fs::write(&part, text).map_err(|e| crate::train::run::io(&part, e))?;
-    std::fs::rename(&part, &path).map_err(|e| crate::train::run::io(&path, e))?;
+    crate::downstream::finetune::write_test_result(&dir, &result)?;
     Ok(Some(result))
 }
 // ANCHOR_END: run_cell
 
 /// Every `test.json` under `out/<name>/seed-*/`.
 pub fn read_results(out: &Path, name: &str) -> Result<Vec<CellResult>, String> {
-    let dir = out.join(name);
-    let mut results = Vec::new();
-    let Ok(entries) = std::fs::read_dir(&dir) else { return Ok(results) };
-    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path().join("test.json"))).collect();
-    paths.sort();
-    for path in paths.into_iter().filter(|p| p.exists()) {
-        let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        results.push(serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?);
-    }
-    Ok(results)
+    crate::downstream::finetune::read_test_results(out, name)
 }
 
 #[cfg(test)]
