@@ -45,7 +45,12 @@ fn full_resolution(path: &Path) -> Result<Gray, DataError> {
 }
 
 fn image_224(img: &Gray) -> Vec<f32> {
-    normalise(&resize_linear(img, 224, 224))
+    image_side(img, 224)
+}
+
+/// The model's input: `img` resized to `side × side` (bilinear) and normalised.
+fn image_side(img: &Gray, side: usize) -> Vec<f32> {
+    normalise(&resize_linear(img, side, side))
 }
 
 /// RSNA detection: boxes `[x1, y1, x2, y2]` of the DICOM at `path`.
@@ -66,34 +71,38 @@ pub fn object_cxr_detection(path: &Path, boxes: &[[f64; 4]]) -> Result<Detection
 
 /// RSNA segmentation: the box mask of the DICOM at `path`.
 pub fn rsna_segmentation(path: &Path, boxes: &[[f64; 4]]) -> Result<SegmentationSample, DataError> {
-    rsna_segmentation_drawn(path, boxes, None)
+    rsna_segmentation_drawn(path, boxes, 224, None)
 }
 
-/// [`rsna_segmentation`], and with `rng` the training transform drawn from it (one decode).
+/// [`rsna_segmentation`] at `side` px (the reference's is 224), and with `rng` the training
+/// transform drawn from it (one decode).
 pub fn rsna_segmentation_drawn(
     path: &Path,
     boxes: &[[f64; 4]],
+    side: usize,
     rng: Option<&mut LegacyRng>,
 ) -> Result<SegmentationSample, DataError> {
     let img = full_resolution(path)?;
-    let mask = targets::rsna_mask(boxes, img.height, img.width, 224).map_err(|m| DataError::file(path, m))?;
-    Ok(transformed(&img, mask, rng))
+    let mask = targets::rsna_mask(boxes, img.height, img.width, side).map_err(|m| DataError::file(path, m))?;
+    Ok(transformed(&img, mask, side, rng))
 }
 
 /// SIIM segmentation: the union of the run-length rows of the DICOM at `path`.
 pub fn siim_segmentation(path: &Path, rows: &[&str]) -> Result<SegmentationSample, DataError> {
-    siim_segmentation_drawn(path, rows, None)
+    siim_segmentation_drawn(path, rows, 224, None)
 }
 
-/// [`siim_segmentation`], and with `rng` the training transform drawn from it (one decode).
+/// [`siim_segmentation`] at `side` px (the reference's is 224), and with `rng` the training
+/// transform drawn from it (one decode).
 pub fn siim_segmentation_drawn(
     path: &Path,
     rows: &[&str],
+    side: usize,
     rng: Option<&mut LegacyRng>,
 ) -> Result<SegmentationSample, DataError> {
     let img = full_resolution(path)?;
-    let mask = targets::siim_mask(rows, img.height, img.width, 224).map_err(|e| DataError::file(path, e.0))?;
-    Ok(transformed(&img, mask, rng))
+    let mask = targets::siim_mask(rows, img.height, img.width, side).map_err(|e| DataError::file(path, e.0))?;
+    Ok(transformed(&img, mask, side, rng))
 }
 
 /// One draw of the segmentation transform's shift-scale-rotate.
@@ -169,12 +178,15 @@ impl ShiftScaleRotate {
     }
 }
 
-/// The sample of a decoded image and its 224 px mask: with `rng`, both shift-scale-rotated when
-/// the draw says so (the image at full resolution, the mask at 224, each about its own centre).
-fn transformed(img: &Gray, mask: Vec<f32>, rng: Option<&mut LegacyRng>) -> SegmentationSample {
+/// The sample of a decoded image and its `side` px mask: with `rng`, both shift-scale-rotated
+/// when the draw says so (the image at full resolution, the mask at `side`, each about its own
+/// centre).
+fn transformed(img: &Gray, mask: Vec<f32>, side: usize, rng: Option<&mut LegacyRng>) -> SegmentationSample {
     match rng.and_then(ShiftScaleRotate::draw) {
-        Some(t) => SegmentationSample { image: image_224(&t.warp_gray(img)), mask: t.warp_mask(&mask, 224, 224) },
-        None => SegmentationSample { image: image_224(img), mask },
+        Some(t) => {
+            SegmentationSample { image: image_side(&t.warp_gray(img), side), mask: t.warp_mask(&mask, side, side) }
+        }
+        None => SegmentationSample { image: image_side(img, side), mask },
     }
 }
 

@@ -1,7 +1,8 @@
 //! The segmentation datasets: a prepared SIIM or RSNA split as the reference's
 //! `SIIMImageDataset` and `RSNASegmentDataset` serve it — one item per image, the image read at
 //! full resolution and resized to 224 × 224 (bilinear), the mask drawn at full resolution and
-//! area-resized to 224 (fractional edges kept), and for training, with probability 0.5, the
+//! area-resized to 224 (fractional edges kept; the smoke tier's small encoders use a smaller
+//! side), and for training, with probability 0.5, the
 //! shift-scale-rotate of [`super::samples`].
 //!
 //! SIIM items are the split's distinct `ImageId`s in order of first appearance, each mask the
@@ -31,7 +32,7 @@ use super::prepare::Dataset;
 use super::samples::{SegmentationSample, rsna_segmentation_drawn, siim_segmentation_drawn};
 use super::sampling::LegacyRng;
 
-/// The side of images and masks.
+/// The side of images and masks (the reference's; [`SegmentationDataset::with_side`] changes it).
 pub const SEGMENTATION_SIDE: usize = 224;
 
 /// Where an item's mask comes from.
@@ -59,14 +60,15 @@ pub struct SegmentationDataset {
     root: PathBuf,
     split: PathBuf,
     items: Arc<Vec<SegmentationItem>>,
+    side: usize,
 }
 
 /// One batch.
 #[derive(Debug, Clone)]
 pub struct SegmentationBatch {
-    /// `[N, 3, 224, 224]` values.
+    /// `[N, 3, S, S]` values (S = the dataset's side, 224 unless changed).
     pub images: Vec<f32>,
-    /// `[N, 224, 224]` masks in [0, 1].
+    /// `[N, S, S]` masks in [0, 1].
     pub masks: Vec<f32>,
     /// The items.
     pub rows: Vec<usize>,
@@ -141,7 +143,19 @@ impl SegmentationDataset {
         if let Some(item) = items.iter().find(|it| it.path.trim().is_empty()) {
             return Err(DataError::row(split_csv, item.line, "empty `path`"));
         }
-        Ok(Self { root: root.into(), split: split_csv.into(), items: Arc::new(items) })
+        Ok(Self { root: root.into(), split: split_csv.into(), items: Arc::new(items), side: SEGMENTATION_SIDE })
+    }
+
+    /// Serve images and masks at `side × side` instead of the reference's 224 (the smoke tier's
+    /// small encoders; the ViT's own input size).
+    pub fn with_side(mut self, side: usize) -> Self {
+        self.side = side;
+        self
+    }
+
+    /// The side of images and masks.
+    pub fn side(&self) -> usize {
+        self.side
     }
 
     /// Number of items (images).
@@ -161,7 +175,7 @@ impl SegmentationDataset {
 
     /// Item `row`: the evaluation sample, or the training one drawn with `rng`.
     pub fn sample(&self, row: usize, rng: Option<&mut LegacyRng>) -> Result<SegmentationSample, DataError> {
-        load(&self.root, &self.split, &self.items[row], rng)
+        load(&self.root, &self.split, &self.items[row], self.side, rng)
     }
 
     // ANCHOR: batches
@@ -180,7 +194,7 @@ impl SegmentationDataset {
     ) -> impl Iterator<Item = Result<SegmentationBatch, DataError>> + use<> {
         let keep = if drop_last { order.len() / batch * batch } else { order.len() };
         let (tx, rx) = mpsc::sync_channel(prefetch.max(1));
-        let (root, split, items) = (self.root.clone(), self.split.clone(), self.items.clone());
+        let (root, split, items, side) = (self.root.clone(), self.split.clone(), self.items.clone(), self.side);
         std::thread::spawn(move || {
             for (index, chunk) in order[..keep].chunks(batch).enumerate() {
                 let mut rng = batch_rng(seed, index);
@@ -190,7 +204,7 @@ impl SegmentationDataset {
                     .zip(&seeds)
                     .map(|(&row, &s)| {
                         let mut item_rng = LegacyRng::new(s);
-                        load(&root, &split, &items[row], train.then_some(&mut item_rng))
+                        load(&root, &split, &items[row], side, train.then_some(&mut item_rng))
                     })
                     .collect();
                 let message = samples.map(|samples| SegmentationBatch {
@@ -213,14 +227,15 @@ fn load(
     root: &Path,
     split: &Path,
     item: &SegmentationItem,
+    side: usize,
     rng: Option<&mut LegacyRng>,
 ) -> Result<SegmentationSample, DataError> {
     let path = root.join(&item.path);
     match &item.mask {
-        MaskSource::Boxes(boxes) => rsna_segmentation_drawn(&path, boxes, rng),
+        MaskSource::Boxes(boxes) => rsna_segmentation_drawn(&path, boxes, side, rng),
         MaskSource::Rle(rows) => {
             let rows: Vec<&str> = rows.iter().map(String::as_str).collect();
-            siim_segmentation_drawn(&path, &rows, rng)
+            siim_segmentation_drawn(&path, &rows, side, rng)
         }
     }
     .map_err(|e| DataError::row(split, item.line, e.to_string()))
@@ -272,6 +287,17 @@ mod tests {
                 }
             }
             assert!(foreground > 0.0, "{dataset:?}: some foreground");
+            // At a smaller side, the same items at that size, the foreground at about the same
+            // share of the picture.
+            let small = SegmentationDataset::open(&split, &root, dataset).unwrap().with_side(64);
+            let b: Vec<SegmentationBatch> =
+                small.batches(order.clone(), 4, false, false, 0, 2).map(Result::unwrap).collect();
+            assert_eq!(b[0].images.len(), b[0].rows.len() * 3 * 64 * 64);
+            let share = |m: &[f32], n: usize| m.iter().sum::<f32>() / n as f32;
+            let small_masks: Vec<f32> = b.iter().flat_map(|b| b.masks.clone()).collect();
+            let full_share = foreground / (order.len() * n) as f32;
+            let small_share = share(&small_masks, order.len() * 64 * 64);
+            assert!((small_share - full_share).abs() < 0.2 * full_share, "{small_share} vs {full_share}");
             let train = |seed| -> Vec<f32> {
                 data.batches(order.clone(), 4, true, false, seed, 2).flat_map(|b| b.unwrap().images).collect()
             };

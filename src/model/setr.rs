@@ -25,21 +25,38 @@ use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 
 use super::batchnorm::{BatchNorm, Mode};
+use super::vit::Vit;
 use crate::weights::{WeightError, WeightReader};
 
 /// The decoder's sizes.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SetrConfig {
     /// D, the ViT's width (768).
     pub hidden: usize,
-    /// The four stages' widths (512, 256, 128, 64).
-    pub features: [usize; 4],
+    /// The stages' widths (512, 256, 128, 64): each doubles the resolution, so a patch of side
+    /// p needs log₂ p stages (ViT-B/16: four).
+    pub features: Vec<usize>,
 }
 
 impl SetrConfig {
     /// The reference's decoder on ViT-B/16.
     pub fn vit_base() -> Self {
-        Self { hidden: 768, features: [512, 256, 128, 64] }
+        Self { hidden: 768, features: vec![512, 256, 128, 64] }
+    }
+
+    /// A decoder for a ViT of width `hidden` and patch side `patch` (a power of two): the
+    /// reference's widths, the last log₂ `patch` of them, each divided by `shrink` (1: the
+    /// reference's; the smoke tier's tiny ViT uses a narrower decoder).
+    pub fn for_vit(hidden: usize, patch: usize, shrink: usize) -> Result<Self, String> {
+        if !patch.is_power_of_two() || !(2..=16).contains(&patch) {
+            return Err(format!(
+                "the SETR decoder doubles the resolution per stage: patch side {patch} is not 2, 4, 8 or 16"
+            ));
+        }
+        let stages = patch.trailing_zeros() as usize;
+        let widths = [512, 256, 128, 64];
+        let features = widths[4 - stages..].iter().map(|w| (w / shrink.max(1)).max(1)).collect();
+        Ok(Self { hidden, features })
     }
 
     /// A fresh decoder (PyTorch's default initialisation).
@@ -60,7 +77,7 @@ impl SetrConfig {
         SetrDecoder {
             final_dense: LinearConfig::new(self.hidden, self.hidden).init(device),
             stages,
-            final_out: conv(self.features[3], 1),
+            final_out: conv(*self.features.last().expect("at least one stage"), 1),
         }
     }
 }
@@ -103,9 +120,12 @@ impl<B: Backend> SetrDecoder<B> {
     /// `decoder_2d.final_out.*`); the sizes are read from the tensors.
     pub fn load(weights: &mut WeightReader, device: &B::Device) -> Result<(Self, SetrConfig), WeightError> {
         let hidden = weights.shape("encoder_2d.final_dense.weight")?[0];
-        let mut features = [0; 4];
-        for (k, f) in features.iter_mut().enumerate() {
-            *f = weights.shape(&format!("decoder_2d.decoder_{}.0.weight", k + 1))?[0];
+        let mut features = Vec::new();
+        while weights.contains(&format!("decoder_2d.decoder_{}.0.weight", features.len() + 1)) {
+            features.push(weights.shape(&format!("decoder_2d.decoder_{}.0.weight", features.len() + 1))?[0]);
+        }
+        if features.is_empty() {
+            return Err(WeightError::Missing("decoder_2d.decoder_1.0.weight".into()));
         }
         let config = SetrConfig { hidden, features };
         let mut net = config.init::<B>(device);
@@ -124,6 +144,31 @@ impl<B: Backend> SetrDecoder<B> {
     }
 }
 
+/// The ViT segmenter: the frozen ViT's final tokens through the trainable decoder.
+#[derive(Module, Debug)]
+pub struct SetrModel<B: Backend> {
+    pub encoder: Vit<B>,
+    pub decoder: SetrDecoder<B>,
+}
+
+impl<B: Backend> SetrModel<B> {
+    /// A fresh decoder sized for `encoder` (widths divided by `shrink`, see
+    /// [`SetrConfig::for_vit`]) on the frozen `encoder`.
+    pub fn new(encoder: Vit<B>, shrink: usize, device: &B::Device) -> Result<Self, String> {
+        let [dim, _, patch, _] = encoder.patch_weight().dims();
+        let config = SetrConfig::for_vit(dim, patch, shrink)?;
+        Ok(Self { encoder: encoder.no_grad(), decoder: config.init(device) })
+    }
+
+    /// Logits `[N, S, S]` of images `[N, 3, S, S]` (S the ViT's input side); the ViT's tokens
+    /// are detached (no gradient reaches the frozen encoder), the decoder's BatchNorm runs in
+    /// `mode`.
+    pub fn forward(&self, images: Tensor<B, 4>, mode: Mode) -> Tensor<B, 3> {
+        let tokens = self.encoder.forward(images).tokens.detach(); // [N, 1 + G², D]
+        self.decoder.forward(tokens, mode)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,6 +176,28 @@ mod tests {
     use crate::parity::Tolerance;
     use crate::tensor_file::TensorFile;
     use burn::tensor::TensorData;
+
+    /// On a tiny ViT (32 px, patches of 8: a 4 × 4 grid) the decoder has three stages and
+    /// returns logits of the input's size; a step's gradients reach the decoder only; a patch
+    /// side that is not a power of two is refused.
+    #[test]
+    fn the_segmenter_on_a_small_vit() {
+        use burn::backend::Autodiff;
+        type A = Autodiff<Cpu>;
+        let device = cpu_device();
+        let vit = crate::config::VitConfig { image_size: 32, patch_size: 8, dim: 16, depth: 1, heads: 2, mlp_dim: 32 }
+            .init::<A>(&device);
+        let model = SetrModel::new(vit, 16, &device).unwrap();
+        assert_eq!(model.decoder.stages.len(), 3);
+        let images = Tensor::<A, 4>::random([2, 3, 32, 32], burn::tensor::Distribution::Default, &device);
+        let logits = model.forward(images, Mode::Train); // [2, 32, 32]
+        assert_eq!(logits.dims(), [2, 32, 32]);
+        let grads = logits.sum().backward();
+        assert!(model.decoder.final_out.weight.grad(&grads).is_some());
+        assert!(model.encoder.patch_weight().grad(&grads).is_none(), "the ViT stays frozen");
+        assert!(SetrConfig::for_vit(768, 6, 1).unwrap_err().contains("patch side 6"));
+        assert_eq!(SetrConfig::for_vit(768, 16, 1).unwrap(), SetrConfig::vit_base());
+    }
 
     /// Agreement with the reference's `SETRModel` decoder: 1e-4 absolute, as the U-Net's.
     const SETR_DECODER: Tolerance = Tolerance { abs: 1e-4, rel: 0.0 };
@@ -144,7 +211,7 @@ mod tests {
         let mut weights = WeightReader::new(crate::testing::formula_weights(&case.metadata["keys"]));
         let device = cpu_device();
         let (net, config) = SetrDecoder::<Cpu>::load(&mut weights, &device).unwrap();
-        assert_eq!(config, SetrConfig { hidden: 64, features: [32, 16, 8, 4] });
+        assert_eq!(config, SetrConfig { hidden: 64, features: vec![32, 16, 8, 4] });
         assert_eq!(weights.unused(), Vec::<String>::new());
         let tokens = &case.tensors["setr.tokens"];
         let x = Tensor::<Cpu, 3>::from_data(TensorData::new(tokens.values.clone(), [1, 197, 64]), &device);

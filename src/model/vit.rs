@@ -90,6 +90,13 @@ impl<B: Backend> Vit<B> {
     pub fn patch_weight(&self) -> Tensor<B, 4> {
         self.patch_embed.weight.val()
     }
+
+    /// The input side S its position embeddings were made for (ViT-B/16: 224).
+    pub fn input_side(&self) -> usize {
+        let [_, n, _] = self.pos_embed.val().dims();
+        let grid = ((n - 1) as f64).sqrt().round() as usize;
+        grid * self.patch_embed.weight.val().dims()[2]
+    }
 }
 
 impl<B: Backend> VitOutput<B> {

@@ -3,7 +3,7 @@
 //! Kept light (clap and serde_json only) so that running a task never compiles burn with a
 //! second feature set; every heavy step is a `cargo` child process sharing one target folder.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use clap::{Parser, Subcommand};
@@ -31,8 +31,8 @@ enum Task {
         #[arg(long)]
         serve: bool,
     },
-    /// Regenerate the paper's experiments (those that exist so far: pretraining, linear
-    /// probing, detection) and write `OUT/report.md`. Without `--data`, the smoke tier on
+    /// Regenerate the paper's experiments (pretraining, linear probing, detection,
+    /// segmentation) and write `OUT/report.md`. Without `--data`, the smoke tier on
     /// generated synthetic data.
     Reproduce {
         /// Which experiment, or `all`.
@@ -43,14 +43,15 @@ enum Task {
         tier: Option<Tier>,
         /// The data (paper tier): for `pretrain`, the MIMIC-CXR-JPG 2.0.0 folder; for `linear`,
         /// the folder holding `chexpert/`, `rsna/` and `covidx/`; for `detection`, the folder
-        /// holding `rsna/` and `object-CXR/`; for `all`, a folder holding `mimic/` and those.
+        /// holding `rsna/` and `object-CXR/`; for `segmentation`, `rsna/` and
+        /// `SIIM_Pneumothorax/`; for `all`, a folder holding `mimic/` and those.
         #[arg(long)]
         data: Option<PathBuf>,
-        /// Linear probing and detection: every cell's encoder from pretrained:RUN, released:FILE,
+        /// The downstream cells: every cell's encoder from pretrained:RUN, released:FILE,
         /// imagenet:FILE or random[:SEED] (default: each file's; smoke: the smoke pretraining).
         #[arg(long)]
         encoder_from: Option<String>,
-        /// Linear probing and detection: seeds per cell (the report gives means and a t-test).
+        /// The downstream cells: seeds per cell (the report gives means and a t-test).
         #[arg(long)]
         seeds: Option<u64>,
         /// Where run folders and the report go.
@@ -352,8 +353,8 @@ fn reproduce(
     if matches!(which, Experiment::Detection | Experiment::All) {
         cells("detection", "detection (6 cells)")?;
     }
-    if which == Experiment::Segmentation {
-        cells("segmentation", "segmentation (6 cells)")?;
+    if matches!(which, Experiment::Segmentation | Experiment::All) {
+        cells("segmentation", "segmentation (12 cells: 6 U-Net, 6 SETR)")?;
     }
     let mut report = reproduction("report", false);
     report.arg("--out").arg(&out);
@@ -365,7 +366,8 @@ fn reproduce(
 /// The run-level golden files: the smoke pretraining run's per-step losses
 /// (`golden/runs/smoke/pretrain.csv`), the smoke linear-probing cells' test scores with the
 /// pretrained and with random encoders (`golden/runs/smoke/linear.csv`), the smoke detection
-/// cells' test mAPs (`golden/runs/smoke/detection.csv`), and the replay tests' snapshots.
+/// cells' test mAPs (`golden/runs/smoke/detection.csv`), the smoke segmentation cells' test
+/// Dice (`golden/runs/smoke/segmentation.csv`), and the replay tests' snapshots.
 fn golden_bless() -> Result {
     let out = target_dir()?.join("golden-bless");
     std::fs::remove_dir_all(&out).ok();
@@ -457,15 +459,7 @@ fn golden_bless() -> Result {
     let mut csv =
         String::from("name,encoder,faithful,standard,untrained,gain,gain_p,test_loss,train_images,best_epoch,epochs\n");
     for dir in [&out, &random] {
-        let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(|e| format!("{}: {e}", dir.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("detection-")))
-            .map(|p| p.join("seed-42/test.json"))
-            .filter(|p| p.exists())
-            .collect();
-        names.sort();
-        for path in names {
+        for path in test_files(dir, "detection-")? {
             let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
             let r: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
             let num = |v: &serde_json::Value| v.as_f64().map_or("NaN".to_string(), |x| format!("{x:.4}"));
@@ -488,13 +482,74 @@ fn golden_bless() -> Result {
     let path = root().join("golden/runs/smoke/detection.csv");
     std::fs::write(&path, csv).map_err(|e| format!("{}: {e}", path.display()))?;
     eprintln!("xtask: wrote {}", path.display());
+    // Segmentation: the twelve smoke cells with the smoke pretraining runs' encoders, and the
+    // two replayed 10 % cells with random ones.
+    let mut cmd = reproduction("segmentation", false);
+    for config in configs_in("segmentation")? {
+        cmd.arg("--config").arg(config);
+    }
+    cmd.arg("--out").arg(&out).arg("--no-progress");
+    run(cmd, "the smoke segmentation cells (pretrained)")?;
+    let mut cmd = reproduction("segmentation", false);
+    for config in ["siim_10pct.toml", "rsna_10pct_vit.toml"] {
+        cmd.arg("--config").arg(root().join("reproductions/configs/segmentation").join(config));
+    }
+    cmd.arg("--out").arg(&random).arg("--no-progress").arg("--encoder-from").arg("random:42");
+    run(cmd, "the smoke segmentation 10 % cells (random)")?;
+    let mut csv =
+        String::from("name,encoder,dice,dice_images,untrained,gain,gain_p,test_loss,train_images,best_epoch,epochs\n");
+    for dir in [&out, &random] {
+        for path in test_files(dir, "segmentation-")? {
+            let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let r: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+            let num = |v: &serde_json::Value| v.as_f64().map_or("NaN".to_string(), |x| format!("{x:.4}"));
+            csv.push_str(&format!(
+                "{},{},{},{},{},{},{},{},{},{},{}\n",
+                r["name"].as_str().unwrap_or("?"),
+                r["encoder"].as_str().unwrap_or("?"),
+                num(&r["test_dice"]),
+                num(&r["test_dice_images"]["value"]),
+                num(&r["untrained_dice"]),
+                num(&r["gain"]["value"]),
+                num(&r["gain_p"]),
+                r["test_loss"].as_f64().map_or("NaN".to_string(), |x| format!("{x:.6}")),
+                r["train_images"],
+                r["best_epoch"],
+                r["epochs"]
+            ));
+        }
+    }
+    let path = root().join("golden/runs/smoke/segmentation.csv");
+    std::fs::write(&path, csv).map_err(|e| format!("{}: {e}", path.display()))?;
+    eprintln!("xtask: wrote {}", path.display());
     for module in ["pretrain::golden", "downstream::linear::golden", "downstream::detection::golden"] {
         let mut test = cargo();
         test.args(["test", "-p", "mgca", "--lib", module]).env("INSTA_UPDATE", "always");
         run(test, &format!("the replay snapshot of {module} (INSTA_UPDATE=always)"))?;
     }
+    let mut test = cargo();
+    test.args(["test", "-p", "mgca", "--test", "segmentation_golden"]).env("INSTA_UPDATE", "always");
+    run(test, "the replay snapshot of tests/segmentation_golden.rs (INSTA_UPDATE=always)")?;
     eprintln!("xtask: review `git diff golden/` like code before committing");
     Ok(())
+}
+
+/// The `seed-*/test.json` files of the runs under `dir` whose names start with `prefix`, sorted.
+fn test_files(dir: &Path, prefix: &str) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for run in std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?.filter_map(|e| e.ok()) {
+        if !run.file_name().to_string_lossy().starts_with(prefix) {
+            continue;
+        }
+        for seed in std::fs::read_dir(run.path()).map_err(|e| format!("{}: {e}", run.path().display()))?.flatten() {
+            let file = seed.path().join("test.json");
+            if seed.file_name().to_string_lossy().starts_with("seed-") && file.exists() {
+                files.push(file);
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
 }
 
 /// The cargo target folder (honours CARGO_TARGET_DIR and config).

@@ -63,7 +63,16 @@ fn main() -> ExitCode {
             text.push_str(&format!("## Table 2: object detection\n\nCould not read the cells: {e}\n\n"));
         }
     }
-    text.push_str("Experiments not run yet: segmentation (it arrives with its issue).\n");
+    match mgca::report::segmentation_section(&args.out) {
+        Ok(section) => {
+            failed |= section.contains("**FAIL**");
+            text.push_str(&section);
+        }
+        Err(e) => {
+            failed = true;
+            text.push_str(&format!("## Table 2: semantic segmentation\n\nCould not read the cells: {e}\n\n"));
+        }
+    }
     let path = args.out.join("report.md");
     if let Err(e) = std::fs::write(&path, &text) {
         eprintln!("report: {}: {e}", path.display());

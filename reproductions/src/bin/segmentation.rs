@@ -10,7 +10,7 @@
 //! Exit status: 0 when every cell finished, 2 on bad input (an experiment file, arguments,
 //! data, a checkpoint that does not fit), 1 when a run failed (I/O, a non-finite loss).
 //!
-//! Book: "Detection". **Deviation:** none beyond the task's (see `mgca::downstream::segmentation`).
+//! Book: "Segmentation". **Deviation:** none beyond the task's (see `mgca::downstream::segmentation`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,13 +25,13 @@ use mgca::experiment::Tier;
 use mgca::train::TrainError;
 
 #[derive(Parser)]
-#[command(name = "segmentation", about = "Detection (the paper's Table 2, segmentation) from experiment files")]
+#[command(name = "segmentation", about = "Segmentation (the paper's Table 2) from experiment files")]
 struct Args {
     /// Experiment files (one per cell).
     #[arg(long, required = true)]
     config: Vec<PathBuf>,
-    /// smoke: synthetic data, smoke loop values, the smoke ResNet pretraining; paper: the files
-    /// as written on the real data.
+    /// smoke: synthetic data, smoke loop values, the smoke pretraining of each file's encoder;
+    /// paper: the files as written on the real data.
     #[arg(long, value_enum, default_value = "smoke")]
     tier: Tier,
     /// The folder holding `rsna/` and `SIIM_Pneumothorax/` (paper tier).

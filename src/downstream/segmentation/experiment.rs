@@ -19,7 +19,7 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use super::{SegmentationSplits, SegmentationTask};
+use super::{SegmentationSplits, SegmentationTask, Segmenter};
 use crate::config::{ImageEncoderKind, MgcaConfig};
 use crate::data::prepare::{Dataset, PrepareOptions, Task as DataTask, prepare};
 use crate::data::segmentation::{SEGMENTATION_SIDE, SegmentationDataset};
@@ -34,7 +34,8 @@ use crate::metrics::MetricError;
 use crate::metrics::bootstrap::{BootstrapConfig, bootstrap};
 use crate::model::batchnorm::Mode;
 use crate::model::mgca::ImageEncoder;
-use crate::model::unet::{Unet, UnetConfig};
+use crate::model::setr::SetrModel;
+use crate::model::unet::UnetConfig;
 use crate::train::TrainError;
 use crate::train::checkpoint;
 use crate::train::stopping::Monitor;
@@ -51,17 +52,25 @@ pub struct SegmentationExperiment {
     /// `siim` or `rsna`.
     pub dataset: Dataset,
     pub fraction: Fraction,
+    /// `resnet50` (the U-Net, the scripted runs; the default) or `vit_base` (the SETR-style
+    /// decoder).
+    #[serde(default = "resnet")]
+    pub image_encoder: ImageEncoderKind,
     /// The frozen encoder's BatchNorm during training.
     #[serde(default)]
     pub backbone_norm: BackboneNorm,
     /// Split SIIM by image instead of by CSV row (the reference's leak fixed).
     #[serde(default)]
     pub fix_leaks: bool,
-    /// Where the ResNet-50 comes from (paper tier).
+    /// Where the encoder comes from (paper tier).
     pub encoder: EncoderSource,
     /// Overrides of the loop's reference values (`batch_size = 16`, `seed = 0`).
     #[serde(default)]
     pub finetune: toml::Table,
+}
+
+fn resnet() -> ImageEncoderKind {
+    ImageEncoderKind::Resnet50
 }
 
 /// The loop's values for segmentation: batch 8, lr 5e-4 (every scripted run), weight decay
@@ -76,13 +85,25 @@ pub fn reference_finetune() -> FinetuneConfig {
     }
 }
 
-/// The smoke tier's loop.
-pub fn smoke_finetune() -> FinetuneConfig {
-    FinetuneConfig { max_epochs: 8, learning_rate: 3e-3, ..reference_finetune() }
+/// The smoke tier's loop for an encoder: 8 epochs on the U-Net; 30 on the 32 px ViT, whose
+/// decoder first learns to say "nothing" everywhere (an epoch there costs about a second).
+pub fn smoke_finetune(kind: ImageEncoderKind) -> FinetuneConfig {
+    let max_epochs = match kind {
+        ImageEncoderKind::Resnet50 => 8,
+        ImageEncoderKind::VitBase => 30,
+    };
+    FinetuneConfig { max_epochs, learning_rate: 3e-3, ..reference_finetune() }
 }
 
 /// The smoke tier's decoder widths (the library's are 256, 128, 64, 32, 16).
 pub const SMOKE_DECODER: [usize; 5] = [32, 16, 16, 8, 8];
+
+/// The smoke tier's image side for the tiny ResNet (the reference's 224 costs ~12× more per
+/// step on a CPU; 64 keeps the U-Net's five halvings whole).
+pub const SMOKE_SIDE: usize = 64;
+
+/// The smoke tier's SETR widths are the reference's divided by this.
+pub const SMOKE_SETR_SHRINK: usize = 16;
 
 /// A cell ready to run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -92,6 +113,7 @@ pub struct ResolvedCell {
     pub tier: Tier,
     pub dataset: Dataset,
     pub fraction: Fraction,
+    pub image_encoder: ImageEncoderKind,
     pub backbone_norm: BackboneNorm,
     pub fix_leaks: bool,
     pub encoder: EncoderSource,
@@ -118,15 +140,13 @@ impl SegmentationExperiment {
         }
         // The smoke tier keeps its own loop but the file's seed (SIIM 10 %: 0).
         let finetune = match tier {
-            Tier::Smoke => smoke_finetune().with_overrides(&self.finetune, |k| k == "seed")?,
+            Tier::Smoke => smoke_finetune(self.image_encoder).with_overrides(&self.finetune, |k| k == "seed")?,
             Tier::Paper => reference_finetune().with_overrides(&self.finetune, |_| true)?,
         };
         finetune.check().map_err(|e| format!("[finetune]: {e}"))?;
         let encoder = match (encoder, tier) {
             (Some(e), _) => e.clone(),
-            (None, Tier::Smoke) => {
-                EncoderSource::Pretrained { run: smoke_pretraining_run(ImageEncoderKind::Resnet50).into() }
-            }
+            (None, Tier::Smoke) => EncoderSource::Pretrained { run: smoke_pretraining_run(self.image_encoder).into() },
             (None, Tier::Paper) => self.encoder.clone(),
         };
         let seed = if seed == 0 { finetune.seed } else { seed };
@@ -137,6 +157,7 @@ impl SegmentationExperiment {
             tier,
             dataset: self.dataset,
             fraction: self.fraction,
+            image_encoder: self.image_encoder,
             backbone_norm: self.backbone_norm,
             fix_leaks: self.fix_leaks,
             encoder,
@@ -153,8 +174,13 @@ pub struct CellResult {
     pub tier: Tier,
     pub dataset: Dataset,
     pub fraction: Fraction,
+    #[serde(default = "resnet")]
+    pub image_encoder: ImageEncoderKind,
     pub backbone_norm: BackboneNorm,
     pub fix_leaks: bool,
+    /// The images' side (224 in the reference; the smoke tier's is smaller).
+    #[serde(default = "reference_side")]
+    pub side: usize,
     pub encoder: String,
     pub encoder_provenance: String,
     pub seed: u64,
@@ -197,7 +223,12 @@ fn data_folders(dataset: Dataset) -> &'static [&'static str] {
 }
 
 /// The three splits of `cell`, prepared under `out/data/`.
-pub fn open_splits(cell: &ResolvedCell, out: &Path, data: Option<&Path>) -> Result<SegmentationSplits, TrainError> {
+pub fn open_splits(
+    cell: &ResolvedCell,
+    out: &Path,
+    data: Option<&Path>,
+    side: usize,
+) -> Result<SegmentationSplits, TrainError> {
     let folders = data_folders(cell.dataset);
     let root = match (cell.tier, data) {
         (Tier::Paper, Some(d)) => {
@@ -239,9 +270,13 @@ pub fn open_splits(cell: &ResolvedCell, out: &Path, data: Option<&Path>) -> Resu
         (_, f) => f.train_file(),
     };
     let open = |file: &str| -> Result<SegmentationDataset, TrainError> {
-        Ok(SegmentationDataset::open(&prepared.join(file), &root, cell.dataset)?)
+        Ok(SegmentationDataset::open(&prepared.join(file), &root, cell.dataset)?.with_side(side))
     };
     Ok(SegmentationSplits { train: open(train_file)?, valid: open("valid.csv")?, test: open("test.csv")? })
+}
+
+fn reference_side() -> usize {
+    SEGMENTATION_SIDE
 }
 
 /// The mean of `values` at `rows` (a bootstrap resample).
@@ -257,32 +292,41 @@ pub fn run_cell<B: AutodiffBackend>(
     options: &CellOptions,
     device: &B::Device,
 ) -> Result<Option<CellResult>, TrainError> {
+    let kind = cell.image_encoder;
     let preset = match cell.tier {
-        Tier::Smoke => MgcaConfig::smoke_for(ImageEncoderKind::Resnet50),
-        Tier::Paper => MgcaConfig::reference_for(ImageEncoderKind::Resnet50),
+        Tier::Smoke => MgcaConfig::smoke_for(kind),
+        Tier::Paper => MgcaConfig::reference_for(kind),
     };
     let source = cell.encoder.resolved(out);
-    let loaded = load_encoder::<B>(&source, ImageEncoderKind::Resnet50, &preset, device).map_err(TrainError::Config)?;
-    let ImageEncoder::ResNet(encoder) = loaded.encoder else {
-        return Err(TrainError::Config(format!("{}: not a ResNet image encoder", loaded.provenance)));
+    let loaded = load_encoder::<B>(&source, kind, &preset, device).map_err(TrainError::Config)?;
+    // The decoder's initialisation is drawn from the backend's generator, seeded by the cell.
+    B::seed(device, cell.seed);
+    // [N, 3, S, S] → [N, S, S]: the U-Net at 224 px (the smoke tier's tiny ResNet at 64), the
+    // SETR decoder at the ViT's own input side.
+    let (model, side) = match (loaded.encoder, cell.tier) {
+        (ImageEncoder::ResNet(encoder), tier) => {
+            let encoder = encoder.without_upsampling().no_grad();
+            let config = UnetConfig::for_encoder(encoder.unet_channels());
+            let (config, side) = match tier {
+                Tier::Smoke => (UnetConfig { decoder_channels: SMOKE_DECODER, ..config }, SMOKE_SIDE),
+                Tier::Paper => (config, SEGMENTATION_SIDE),
+            };
+            (Segmenter::Unet(config.init(encoder, device)), side)
+        }
+        (ImageEncoder::Vit(vit), tier) => {
+            let shrink = if tier == Tier::Smoke { SMOKE_SETR_SHRINK } else { 1 };
+            let side = vit.input_side();
+            let setr = SetrModel::new(vit, shrink, device).map_err(TrainError::Config)?;
+            (Segmenter::Setr(setr), side)
+        }
     };
-    let encoder = encoder.without_upsampling().no_grad();
-    let splits = open_splits(cell, out, options.data.as_deref())?;
+    let splits = open_splits(cell, out, options.data.as_deref(), side)?;
     let mut cell = cell.clone();
     let train_images = splits.train.len();
     if cell.tier == Tier::Smoke && train_images < cell.finetune.batch_size {
         cell.finetune.batch_size = train_images.max(1);
     }
     let cell = &cell;
-    let config = match cell.tier {
-        Tier::Smoke => {
-            UnetConfig { decoder_channels: SMOKE_DECODER, ..UnetConfig::for_encoder(encoder.unet_channels()) }
-        }
-        Tier::Paper => UnetConfig::for_encoder(encoder.unet_channels()),
-    };
-    // The decoder's initialisation is drawn from the backend's generator, seeded by the cell.
-    B::seed(device, cell.seed);
-    let model = config.init(encoder, device);
     let task = SegmentationTask::<B>::new(splits, cell.finetune.batch_size, cell.backbone_norm, device);
     let dir = run_folder(out, &cell.name, cell.seed);
     std::fs::create_dir_all(&dir).map_err(|e| crate::train::run::io(&dir, e))?;
@@ -305,7 +349,7 @@ pub fn run_cell<B: AutodiffBackend>(
     let all: Vec<usize> = (0..n).collect();
     let best_dir =
         best_checkpoint(&dir).ok_or_else(|| TrainError::Io(format!("{}: no best checkpoint", dir.display())))?;
-    let best: Unet<B> = checkpoint::load_model(&best_dir, model, device)?;
+    let best: Segmenter<B> = checkpoint::load_model(&best_dir, model, device)?;
     let pictures = write_pictures(&dir, task.test_split(), &best.valid(), device)?;
     let (best_val_loss, best_epoch) = summary.best.unwrap_or((f64::NAN, 0));
     let percent = |i: &crate::metrics::bootstrap::Interval| Score {
@@ -318,8 +362,10 @@ pub fn run_cell<B: AutodiffBackend>(
         tier: cell.tier,
         dataset: cell.dataset,
         fraction: cell.fraction,
+        image_encoder: kind,
         backbone_norm: cell.backbone_norm,
         fix_leaks: cell.fix_leaks,
+        side,
         encoder: source.kind().into(),
         encoder_provenance: loaded.provenance,
         seed: cell.seed,
@@ -347,7 +393,7 @@ pub fn run_cell<B: AutodiffBackend>(
 fn write_pictures<B: burn::tensor::backend::Backend>(
     run: &Path,
     test: &SegmentationDataset,
-    model: &Unet<B>,
+    model: &Segmenter<B>,
     device: &B::Device,
 ) -> Result<Vec<String>, TrainError> {
     let dir = run.join("pictures");
@@ -363,13 +409,15 @@ fn write_pictures<B: burn::tensor::backend::Backend>(
             break;
         }
     }
-    let side = SEGMENTATION_SIDE;
+    let side = test.side();
     for (row, s) in chosen {
         let x = Tensor::<B, 4>::from_data(TensorData::new(s.image.clone(), [1, 3, side, side]), device);
-        let probs = sigmoid(model.forward(x, Mode::Eval, Mode::Eval, true)).into_data().to_vec::<f32>().expect("f32");
+        let probs = sigmoid(model.forward(x, Mode::Eval, Mode::Eval)).into_data().to_vec::<f32>().expect("f32");
         let name = format!("pictures/test-{row:04}.png");
         let path = run.join(&name);
-        super::pictures::picture(&s.image, &s.mask, &probs).save(&path).map_err(|e| crate::train::run::io(&path, e))?;
+        super::pictures::picture(&s.image, &s.mask, &probs, side)
+            .save(&path)
+            .map_err(|e| crate::train::run::io(&path, e))?;
         written.push(name);
     }
     Ok(written)
@@ -384,8 +432,10 @@ pub fn read_results(out: &Path, name: &str) -> Result<Vec<CellResult>, String> {
 mod tests {
     use super::*;
 
-    /// The six shipped cells: each resolves on both tiers with the run script's values (SIIM 10 %
-    /// with seed 0 on both tiers, RSNA batch 16), and `fix_leaks` names its runs `-fixed`.
+    /// The twelve shipped cells (the run script's six on the ResNet, the same six on the ViT):
+    /// each resolves on both tiers with the run script's values (SIIM 10 % with seed 0 on both
+    /// tiers, RSNA batch 16), the smoke tier with its backbone's smoke pretraining, and
+    /// `fix_leaks` names its runs `-fixed`.
     #[test]
     fn the_shipped_cells_are_the_run_script() {
         let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("reproductions/configs/segmentation");
@@ -399,13 +449,17 @@ mod tests {
             let batch = if experiment.dataset == Dataset::Rsna { 16 } else { 8 };
             let f = &paper.finetune;
             assert_eq!((f.batch_size, f.learning_rate, f.weight_decay, f.keep_best), (batch, 5e-4, 0.05, 5));
-            assert_eq!(smoke.finetune, FinetuneConfig { seed: smoke.seed, ..smoke_finetune() });
+            assert_eq!(smoke.finetune, FinetuneConfig { seed: smoke.seed, ..smoke_finetune(experiment.image_encoder) });
+            let vit = experiment.image_encoder == ImageEncoderKind::VitBase;
+            assert_eq!(vit, experiment.name.ends_with("-vit"), "{}", experiment.name);
+            let EncoderSource::Pretrained { run } = &smoke.encoder else { panic!("{:?}", smoke.encoder) };
+            assert_eq!(run, &PathBuf::from(smoke_pretraining_run(experiment.image_encoder)));
             let fixed = SegmentationExperiment { fix_leaks: true, ..experiment.clone() };
             assert_eq!(fixed.resolve(Tier::Paper, None, 0).unwrap().name, format!("{}-fixed", experiment.name));
             names.push(experiment.name);
         }
         names.sort();
-        assert_eq!(names.len(), 6);
+        assert_eq!(names.len(), 12);
         assert!(names.iter().all(|n| n.starts_with("segmentation-")));
         let bad = SegmentationExperiment {
             dataset: Dataset::Chexpert,

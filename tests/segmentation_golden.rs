@@ -1,0 +1,163 @@
+//! Run-level regression tests of segmentation against `golden/runs/smoke/segmentation.csv`
+//! (written by `cargo xtask golden bless`: the smoke tier's twelve cells with the smoke
+//! pretraining runs' encoders, and the two replayed 10 % cells with randomly initialised ones).
+//!
+//! - The replay: SIIM 10 % on a random ResNet and RSNA 10 % on a random ViT again; their test
+//!   Dice and test losses agree with the golden ones within [`REPLAY_DICE_TOLERANCE`] points and
+//!   [`REPLAY_LOSS_TOLERANCE`]. The insta snapshot prints each replayed value that is within
+//!   tolerance as the golden value, so it changes exactly when a value leaves the tolerance.
+//! - The statistics: every golden pretrained cell trained on enough images
+//!   ([`mgca::report::UNTRAINED_CHECK_MIN_IMAGES`]) beats its untrained decoder (paired
+//!   bootstrap, one-sided p below [`mgca::report::UNTRAINED_ALPHA`]).
+//! - A killed run: a cell stopped after two epochs and resumed gives the uninterrupted result.
+//!
+//! These are an integration test of their own, one after another: initialisations draw from
+//! the backend's one global generator, so a unit test drawing random numbers at the same time in
+//! the same process would change a replayed run. Each runs on a rayon pool of its own, so that
+//! parallel reductions split as in the binaries.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use std::sync::Mutex;
+
+use mgca::backend::{CpuAutodiff, cpu_device};
+use mgca::downstream::encoder::EncoderSource;
+use mgca::downstream::segmentation::experiment::{
+    CellOptions, CellResult, ResolvedCell, SegmentationExperiment, run_cell,
+};
+use mgca::experiment::Tier;
+use mgca::report::{UNTRAINED_ALPHA, UNTRAINED_CHECK_MIN_IMAGES};
+
+/// Held by each run-level test: one run at a time in this process.
+static ONE_RUN_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Run `f` alone (see the module's note) on a rayon pool of its own.
+fn alone<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    let _guard = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("a thread pool").install(f)
+}
+
+/// Test Dice (percent) replayed on the same code agrees to this many points.
+const REPLAY_DICE_TOLERANCE: f64 = 0.05;
+/// Test losses replayed on the same code agree to this (absolute).
+const REPLAY_LOSS_TOLERANCE: f64 = 1e-4;
+/// The replayed cells (random encoders): one U-Net, one SETR.
+const REPLAYED: [&str; 2] = ["siim_10pct.toml", "rsna_10pct_vit.toml"];
+
+fn repo(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// The golden rows, each a map from column to text.
+fn golden() -> Vec<HashMap<String, String>> {
+    let path = repo("golden/runs/smoke/segmentation.csv");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (run `cargo xtask golden bless`)", path.display()));
+    let mut lines = text.lines();
+    let header: Vec<String> = lines.next().expect("a header").split(',').map(String::from).collect();
+    lines.map(|l| header.iter().cloned().zip(l.split(',').map(String::from)).collect()).collect()
+}
+
+fn number(row: &HashMap<String, String>, column: &str) -> f64 {
+    row[column].parse().unwrap_or(f64::NAN)
+}
+
+fn random_cell(file: &str, seed: u64) -> ResolvedCell {
+    let experiment = SegmentationExperiment::read(&repo("reproductions/configs/segmentation").join(file)).unwrap();
+    experiment.resolve(Tier::Smoke, Some(&EncoderSource::Random { seed }), 0).unwrap()
+}
+
+fn shown(replayed: f64, golden: f64, tolerance: f64, decimals: usize) -> String {
+    let same = (replayed - golden).abs() <= tolerance;
+    if same { format!("{golden:.decimals$}") } else { format!("{replayed:.decimals$} (golden {golden:.decimals$})") }
+}
+
+#[test]
+fn smoke_replay_matches_golden() {
+    alone(replay);
+}
+
+fn replay() {
+    let golden = golden();
+    let out = std::env::temp_dir().join(format!("mgca-segmentation-golden-{}", std::process::id()));
+    std::fs::remove_dir_all(&out).ok();
+    let mut snapshot = vec!["name,dice,test_loss".to_string()];
+    let mut worst: f64 = 0.0;
+    for file in REPLAYED {
+        let cell = random_cell(file, 42);
+        let r = run_cell::<CpuAutodiff>(&cell, &out, &CellOptions::default(), &cpu_device()).unwrap().unwrap();
+        let g = golden
+            .iter()
+            .find(|g| g["name"] == cell.name && g["encoder"] == "random")
+            .unwrap_or_else(|| panic!("{} (random) is not in the golden file", cell.name));
+        for (got, want, tol) in [
+            (r.test_dice, number(g, "dice"), REPLAY_DICE_TOLERANCE),
+            (r.test_loss, number(g, "test_loss"), REPLAY_LOSS_TOLERANCE),
+        ] {
+            worst = worst.max((got - want).abs() / tol);
+        }
+        snapshot.push(format!(
+            "{},{},{}",
+            cell.name,
+            shown(r.test_dice, number(g, "dice"), REPLAY_DICE_TOLERANCE, 2),
+            shown(r.test_loss, number(g, "test_loss"), REPLAY_LOSS_TOLERANCE, 4),
+        ));
+    }
+    insta::with_settings!({ snapshot_path => "../golden/runs/smoke/snapshots", prepend_module_to_snapshot => false }, {
+        insta::assert_snapshot!("segmentation_replay", snapshot.join("\n"));
+    });
+    assert!(worst <= 1.0, "a replayed value is {worst:.2} tolerances from golden");
+    std::fs::remove_dir_all(out).ok();
+}
+
+/// The smoke models beat an untrained decoder: the four 100 % cells (U-Net and SETR, SIIM and
+/// RSNA) are trained on at least the check's minimum, and each gain is significant.
+#[test]
+fn trained_segmenters_beat_untrained_decoders() {
+    let golden = golden();
+    let required: Vec<_> = golden
+        .iter()
+        .filter(|g| g["encoder"] == "pretrained" && number(g, "train_images") >= UNTRAINED_CHECK_MIN_IMAGES as f64)
+        .collect();
+    assert_eq!(required.len(), 4, "the four 100 % cells");
+    for g in required {
+        let p = number(g, "gain_p");
+        assert!(p < UNTRAINED_ALPHA, "{}: gain {} points, p = {p}", g["name"], g["gain"]);
+        assert!(number(g, "dice") > number(g, "untrained"), "{}", g["name"]);
+    }
+}
+
+/// A run stopped after two epochs (as a kill at an epoch's end leaves it) and resumed ends
+/// exactly as the uninterrupted run; so does the test it writes.
+#[test]
+fn a_stopped_run_resumes_to_the_same_result() {
+    alone(stopped_and_resumed);
+}
+
+fn stopped_and_resumed() {
+    let out = std::env::temp_dir().join(format!("mgca-segmentation-resume-{}", std::process::id()));
+    std::fs::remove_dir_all(&out).ok();
+    let mut cell = random_cell("siim_1pct.toml", 5);
+    cell.finetune.max_epochs = 4;
+    // The same cell under a second name: its own run folder, the same data.
+    let again = ResolvedCell { name: format!("{}-stopped", cell.name), ..cell.clone() };
+    let straight = run_cell::<CpuAutodiff>(&cell, &out, &CellOptions::default(), &cpu_device()).unwrap().unwrap();
+    let stop = CellOptions { stop_after_epochs: Some(2), ..CellOptions::default() };
+    assert!(run_cell::<CpuAutodiff>(&again, &out, &stop, &cpu_device()).unwrap().is_none());
+    let resume = CellOptions { resume: true, ..CellOptions::default() };
+    let resumed = run_cell::<CpuAutodiff>(&again, &out, &resume, &cpu_device()).unwrap().unwrap();
+    let comparable = |r: &CellResult| CellResult {
+        seconds: 0.0,
+        encoder_provenance: String::new(),
+        name: cell.name.clone(),
+        ..r.clone()
+    };
+    assert_eq!(comparable(&resumed), comparable(&straight));
+    let log = |name: &str| std::fs::read_to_string(out.join(name).join("seed-42/metrics.csv")).unwrap();
+    let without_time =
+        |t: String| t.lines().map(|l| l.rsplit_once(',').unwrap().0.to_string()).collect::<Vec<_>>().join("\n");
+    assert_eq!(without_time(log(&again.name)), without_time(log(&cell.name)));
+    std::fs::remove_dir_all(out).ok();
+}
