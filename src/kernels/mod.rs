@@ -21,6 +21,7 @@
 //! tests of both encoders hold at their unchanged tolerances.
 
 pub mod batch_norm;
+pub mod conv2d;
 pub mod gelu;
 pub mod layer_norm;
 mod math;

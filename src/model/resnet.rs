@@ -25,6 +25,7 @@ use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Tensor, backend::Backend};
 
 use super::batchnorm::{BatchNorm, Mode};
+use crate::kernels::conv2d::conv2d;
 use crate::weights::{WeightError, WeightReader};
 
 pub use crate::config::encoders::{ImagenetWeights, ResNetConfig};
@@ -127,11 +128,11 @@ pub struct ResNetOutput<B: Backend> {
 // ANCHOR: forward
 impl<B: Backend> Bottleneck<B> {
     fn forward(&self, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 4> {
-        let y = relu(self.bn1.forward(self.conv1.forward(x.clone()), mode));
-        let y = relu(self.bn2.forward(self.conv2.forward(y), mode)); // stride here (v1.5)
-        let y = self.bn3.forward(self.conv3.forward(y), mode);
+        let y = relu(self.bn1.forward(conv2d(&self.conv1, x.clone()), mode));
+        let y = relu(self.bn2.forward(conv2d(&self.conv2, y), mode)); // stride here (v1.5)
+        let y = self.bn3.forward(conv2d(&self.conv3, y), mode);
         let shortcut = match &self.downsample {
-            Some(d) => d.bn.forward(d.conv.forward(x), mode),
+            Some(d) => d.bn.forward(conv2d(&d.conv, x), mode),
             None => x,
         };
         relu(y + shortcut)
@@ -165,7 +166,7 @@ impl<B: Backend> ResNet<B> {
     /// layer 3 (1024 × 14²) and layer 4 (2048 × 7²), as segmentation-models-pytorch's
     /// `ResNetEncoder.get_stages` cuts them (its first "feature", the input, is left out).
     pub fn unet_features(&self, images: Tensor<B, 4>, mode: Mode) -> [Tensor<B, 4>; 5] {
-        let stem = relu(self.bn1.forward(self.conv1.forward(images), mode));
+        let stem = relu(self.bn1.forward(conv2d(&self.conv1, images), mode));
         let stage = |x, blocks: &[Bottleneck<B>]| blocks.iter().fold(x, |x, b| b.forward(x, mode));
         let l1 = stage(self.maxpool.forward(stem.clone()), &self.layer1);
         let l2 = stage(l1.clone(), &self.layer2);
@@ -205,7 +206,7 @@ impl<B: Backend> ResNet<B> {
             ),
             None => images,
         };
-        let x = self.maxpool.forward(relu(self.bn1.forward(self.conv1.forward(x), mode)));
+        let x = self.maxpool.forward(relu(self.bn1.forward(conv2d(&self.conv1, x), mode)));
         let stage = |x, blocks: &[Bottleneck<B>]| blocks.iter().fold(x, |x, b| b.forward(x, mode));
         let c3 = stage(stage(x, &self.layer1), &self.layer2);
         let c4 = stage(c3.clone(), &self.layer3);

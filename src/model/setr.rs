@@ -26,6 +26,7 @@ use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 
 use super::batchnorm::{BatchNorm, Mode};
 use super::vit::Vit;
+use crate::kernels::conv2d::conv2d;
 use crate::weights::{WeightError, WeightReader};
 
 /// The decoder's sizes.
@@ -107,12 +108,12 @@ impl<B: Backend> SetrDecoder<B> {
         let x = self.final_dense.forward(tokens.narrow(1, 1, n - 1)); // [B, G², D]
         let mut x = x.reshape([b, side, side, d]).permute([0, 3, 1, 2]); // [B, D, G, G]
         for stage in &self.stages {
-            let y = relu(stage.bn.forward(stage.conv.forward(x), mode));
+            let y = relu(stage.bn.forward(conv2d(&stage.conv, x), mode));
             let [_, _, h, w] = y.dims();
             let options = InterpolateOptions::new(InterpolateMode::Bilinear).with_align_corners(true);
             x = interpolate(y, [2 * h, 2 * w], options); // [B, f, 2h, 2w]
         }
-        self.final_out.forward(x).squeeze_dim(1) // [B, 1, H, W] → [B, H, W]
+        conv2d(&self.final_out, x).squeeze_dim(1) // [B, 1, H, W] → [B, H, W]
     }
     // ANCHOR_END: forward
 

@@ -30,6 +30,7 @@ use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 
 use super::batchnorm::{BatchNorm, Mode};
 use super::resnet::{ResNet, ResNetConfig};
+use crate::kernels::conv2d::conv2d;
 use crate::weights::{WeightError, WeightReader};
 
 /// The decoder's sizes: the encoder's five feature widths (finest first) and the five blocks'
@@ -98,7 +99,7 @@ impl<B: Backend> ConvBnRelu<B> {
     }
 
     fn forward(&self, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 4> {
-        relu(self.bn.forward(self.conv.forward(x), mode))
+        relu(self.bn.forward(conv2d(&self.conv, x), mode))
     }
 
     fn load(&mut self, prefix: &str, weights: &mut WeightReader, device: &B::Device) -> Result<(), WeightError> {
@@ -146,7 +147,7 @@ impl<B: Backend> Unet<B> {
             }
             x = block.conv2.forward(block.conv1.forward(x, decoder), decoder);
         }
-        self.head.forward(x).squeeze_dim(1) // [N, 1, H, W] → [N, H, W]
+        conv2d(&self.head, x).squeeze_dim(1) // [N, 1, H, W] → [N, H, W]
     }
     // ANCHOR_END: forward
 

@@ -35,6 +35,7 @@ use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 
 use super::batchnorm::{BatchNorm, Mode};
+use crate::kernels::conv2d::conv2d;
 use crate::loss::yolo::{ANCHORS_PER_SCALE, ATTRIBUTES, GRIDS, anchors_grid, iou_plus_one, sigmoid, stride};
 use crate::weights::{WeightError, WeightReader};
 
@@ -91,7 +92,7 @@ impl<B: Backend> Cbl<B> {
     }
 
     fn forward(&self, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 4> {
-        leaky_relu(self.bn.forward(self.conv.forward(x), mode), 0.1)
+        leaky_relu(self.bn.forward(conv2d(&self.conv, x), mode), 0.1)
     }
 
     fn load(&mut self, prefix: &str, weights: &mut WeightReader, device: &B::Device) -> Result<(), WeightError> {
@@ -131,7 +132,7 @@ impl<B: Backend> Embedding<B> {
                 branch = Some(x.clone());
             }
         }
-        (self.conv_out.forward(x), branch.expect("six CBLs"))
+        (conv2d(&self.conv_out, x), branch.expect("six CBLs"))
     }
 
     fn load(&mut self, prefix: &str, weights: &mut WeightReader, device: &B::Device) -> Result<(), WeightError> {
