@@ -59,12 +59,3 @@ fn formula_values(name: &str, shape: &[usize]) -> Vec<f32> {
         })
         .collect()
 }
-
-/// Run `f` on a rayon pool of its own (as many threads as the machine has, as the binaries'
-/// global pool), so that the parallel reductions of a run-level replay are not split
-/// differently because other tests' work shares the global pool: those runs are chaotic
-/// enough that a changed float summation order shows within a few steps.
-pub(crate) fn isolated<T: Send>(f: impl FnOnce() -> T + Send) -> T {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("a thread pool").install(f)
-}

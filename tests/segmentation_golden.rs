@@ -11,16 +11,14 @@
 //!   bootstrap, one-sided p below [`mgca::report::UNTRAINED_ALPHA`]).
 //! - A killed run: a cell stopped after two epochs and resumed gives the uninterrupted result.
 //!
-//! These are an integration test of their own, one after another: initialisations draw from
-//! the backend's one global generator, so a unit test drawing random numbers at the same time in
-//! the same process would change a replayed run. Each runs on a rayon pool of its own, so that
-//! parallel reductions split as in the binaries.
+//! An integration-test crate of its own, its runs one after another (see `common::alone`).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use std::sync::Mutex;
+mod common;
 
+use common::alone;
 use mgca::backend::{CpuAutodiff, cpu_device};
 use mgca::downstream::encoder::EncoderSource;
 use mgca::downstream::segmentation::experiment::{
@@ -28,16 +26,6 @@ use mgca::downstream::segmentation::experiment::{
 };
 use mgca::experiment::Tier;
 use mgca::report::{UNTRAINED_ALPHA, UNTRAINED_CHECK_MIN_IMAGES};
-
-/// Held by each run-level test: one run at a time in this process.
-static ONE_RUN_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-/// Run `f` alone (see the module's note) on a rayon pool of its own.
-fn alone<T: Send>(f: impl FnOnce() -> T + Send) -> T {
-    let _guard = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("a thread pool").install(f)
-}
 
 /// Test Dice (percent) replayed on the same code agrees to this many points.
 const REPLAY_DICE_TOLERANCE: f64 = 0.05;

@@ -677,6 +677,3 @@ impl<B: AutodiffBackend> Drop for Replicas<B> {
 
 #[cfg(test)]
 mod tests;
-
-#[cfg(test)]
-mod golden;

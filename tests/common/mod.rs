@@ -39,3 +39,17 @@ pub fn scratch(crate_tag: &str, name: &str) -> PathBuf {
 pub fn mgca() -> Command {
     Command::new(env!("CARGO_BIN_EXE_mgca"))
 }
+
+/// Run `f` alone among this test crate's run-level tests, on a rayon pool of its own: a run's
+/// initialisation and dropout masks draw from the backend's one global generator (burn-flex
+/// keeps a single seeded generator per process), so another test drawing random numbers at the
+/// same time would change the run; and parallel reductions should split as in the binaries.
+/// Each run-level golden test is an integration-test crate of its own for the same reason
+/// (cargo runs test crates one after another).
+#[allow(dead_code)]
+pub fn alone<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    static ONE_RUN_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("a thread pool").install(f)
+}

@@ -522,14 +522,11 @@ fn golden_bless() -> Result {
     let path = root().join("golden/runs/smoke/segmentation.csv");
     std::fs::write(&path, csv).map_err(|e| format!("{}: {e}", path.display()))?;
     eprintln!("xtask: wrote {}", path.display());
-    for module in ["pretrain::golden", "downstream::linear::golden", "downstream::detection::golden"] {
+    for crate_name in ["pretrain_golden", "linear_golden", "detection_golden", "segmentation_golden"] {
         let mut test = cargo();
-        test.args(["test", "-p", "mgca", "--lib", module]).env("INSTA_UPDATE", "always");
-        run(test, &format!("the replay snapshot of {module} (INSTA_UPDATE=always)"))?;
+        test.args(["test", "-p", "mgca", "--test", crate_name]).env("INSTA_UPDATE", "always");
+        run(test, &format!("the replay snapshot of tests/{crate_name}.rs (INSTA_UPDATE=always)"))?;
     }
-    let mut test = cargo();
-    test.args(["test", "-p", "mgca", "--test", "segmentation_golden"]).env("INSTA_UPDATE", "always");
-    run(test, "the replay snapshot of tests/segmentation_golden.rs (INSTA_UPDATE=always)")?;
     eprintln!("xtask: review `git diff golden/` like code before committing");
     Ok(())
 }

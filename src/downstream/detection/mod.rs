@@ -306,6 +306,3 @@ pub fn loss_value<B: AutodiffBackend + GradientLink>(
 
 #[cfg(test)]
 mod tests;
-
-#[cfg(test)]
-mod golden;

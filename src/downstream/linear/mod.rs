@@ -403,6 +403,3 @@ impl<B: AutodiffBackend> Task<B> for LinearProbe<B> {
 
 #[cfg(test)]
 mod tests;
-
-#[cfg(test)]
-mod golden;

@@ -8,14 +8,19 @@
 //!   and the test fails, showing the value — exactly when a score leaves the tolerance.
 //! - The statistics: over the golden cells, the pretrained encoders' scores beat the random
 //!   encoders' (paired one-sided t-test, p < 0.05).
+//!
+//! An integration-test crate of its own, its runs one after another (see `common::alone`).
 
 use std::path::{Path, PathBuf};
 
-use super::experiment::{CellOptions, LinearExperiment, run_cell};
-use crate::backend::{CpuAutodiff, cpu_device};
-use crate::experiment::{Experiment, Tier};
-use crate::loss::CtaEngine;
-use crate::pretrain::{RunOptions, data, pretrain};
+mod common;
+
+use common::alone;
+use mgca::backend::{CpuAutodiff, cpu_device};
+use mgca::downstream::linear::experiment::{CellOptions, LinearExperiment, run_cell};
+use mgca::experiment::{Experiment, Tier};
+use mgca::loss::CtaEngine;
+use mgca::pretrain::{RunOptions, data, pretrain};
 
 /// Test scores (percent) replayed on the same code agree to this many points.
 const REPLAY_TOLERANCE: f64 = 0.05;
@@ -72,10 +77,9 @@ fn smoke_pretraining(out: &Path) {
     pretrain(&config, model, &data, &options).unwrap();
 }
 
-/// On a rayon pool of its own ([`crate::testing::isolated`]).
 #[test]
 fn smoke_replay_matches_golden() {
-    crate::testing::isolated(replay);
+    alone(replay);
 }
 
 fn replay() {
@@ -87,7 +91,7 @@ fn replay() {
     let mut worst = 0f64;
     for file in cell_files() {
         let experiment = LinearExperiment::read(&file).unwrap();
-        if experiment.image_encoder != crate::config::ImageEncoderKind::VitBase {
+        if experiment.image_encoder != mgca::config::ImageEncoderKind::VitBase {
             continue;
         }
         let cell = experiment.resolve(Tier::Smoke, None, 0).unwrap();
@@ -108,7 +112,7 @@ fn replay() {
     }
     assert_eq!(snapshot.len(), 10, "nine ViT cells");
     eprintln!("replay: worst deviation from golden {worst:.4} points over 9 cells");
-    insta::with_settings!({ snapshot_path => "../../../golden/runs/smoke/snapshots", prepend_module_to_snapshot => false }, {
+    insta::with_settings!({ snapshot_path => "../golden/runs/smoke/snapshots", prepend_module_to_snapshot => false }, {
         insta::assert_snapshot!("linear_replay", snapshot.join("\n"));
     });
     assert!(worst <= REPLAY_TOLERANCE, "a replayed score is {worst:.3} points from golden");
@@ -127,7 +131,7 @@ fn pretrained_features_beat_random_ones() {
         })
         .collect();
     assert_eq!(differences.len(), 18);
-    let test = crate::metrics::ttest::one_sample_t(&differences, 0.0).unwrap();
+    let test = mgca::metrics::ttest::one_sample_t(&differences, 0.0).unwrap();
     // One-sided: the two-sided p halved in the tested direction.
     let p = if test.t > 0.0 { test.p / 2.0 } else { 1.0 - test.p / 2.0 };
     assert!(

@@ -7,17 +7,22 @@
 //!   [`REPLAY_LOSS_TOLERANCE`]. The insta snapshot prints each replayed value that is within
 //!   tolerance as the golden value, so it changes exactly when a value leaves the tolerance.
 //! - The statistics: every golden pretrained cell trained on enough images
-//!   ([`crate::report::UNTRAINED_CHECK_MIN_IMAGES`]) beats its untrained head (paired
-//!   bootstrap, one-sided p below [`crate::report::UNTRAINED_ALPHA`]).
+//!   ([`mgca::report::UNTRAINED_CHECK_MIN_IMAGES`]) beats its untrained head (paired
+//!   bootstrap, one-sided p below [`mgca::report::UNTRAINED_ALPHA`]).
 //! - A killed run: a cell stopped after two epochs and resumed gives the uninterrupted result.
+//!
+//! An integration-test crate of its own, its runs one after another (see `common::alone`).
 
 use std::path::PathBuf;
 
-use super::experiment::{CellOptions, CellResult, DetectionExperiment, run_cell};
-use crate::backend::{CpuAutodiff, cpu_device};
-use crate::downstream::encoder::EncoderSource;
-use crate::experiment::Tier;
-use crate::report::{UNTRAINED_ALPHA, UNTRAINED_CHECK_MIN_IMAGES};
+mod common;
+
+use common::alone;
+use mgca::backend::{CpuAutodiff, cpu_device};
+use mgca::downstream::detection::experiment::{CellOptions, CellResult, DetectionExperiment, ResolvedCell, run_cell};
+use mgca::downstream::encoder::EncoderSource;
+use mgca::experiment::Tier;
+use mgca::report::{UNTRAINED_ALPHA, UNTRAINED_CHECK_MIN_IMAGES};
 
 /// Test mAPs (percent) replayed on the same code agree to this many points.
 const REPLAY_MAP_TOLERANCE: f64 = 0.05;
@@ -44,7 +49,7 @@ fn number(row: &std::collections::HashMap<String, String>, column: &str) -> f64 
     row[column].parse().unwrap_or(f64::NAN)
 }
 
-fn random_cell(file: &str, seed: u64) -> super::experiment::ResolvedCell {
+fn random_cell(file: &str, seed: u64) -> ResolvedCell {
     let experiment = DetectionExperiment::read(&repo("reproductions/configs/detection").join(file)).unwrap();
     experiment.resolve(Tier::Smoke, Some(&EncoderSource::Random { seed }), 0).unwrap()
 }
@@ -54,10 +59,9 @@ fn shown(replayed: f64, golden: f64, tolerance: f64, decimals: usize) -> String 
     if same { format!("{golden:.decimals$}") } else { format!("{replayed:.decimals$} (golden {golden:.decimals$})") }
 }
 
-/// On a rayon pool of its own ([`crate::testing::isolated`]).
 #[test]
 fn smoke_replay_matches_golden() {
-    crate::testing::isolated(replay);
+    alone(replay);
 }
 
 fn replay() {
@@ -92,7 +96,7 @@ fn replay() {
             shown(r.test_loss, number(g, "test_loss"), REPLAY_LOSS_TOLERANCE, 4),
         ));
     }
-    insta::with_settings!({ snapshot_path => "../../../golden/runs/smoke/snapshots", prepend_module_to_snapshot => false }, {
+    insta::with_settings!({ snapshot_path => "../golden/runs/smoke/snapshots", prepend_module_to_snapshot => false }, {
         insta::assert_snapshot!("detection_replay", snapshot.join("\n"));
     });
     assert!(worst <= 1.0, "a replayed value is {worst:.2} tolerances from golden");
@@ -117,7 +121,7 @@ fn trained_detectors_beat_untrained_heads() {
 /// exactly as the uninterrupted run; so does the test it writes.
 #[test]
 fn a_stopped_run_resumes_to_the_same_result() {
-    crate::testing::isolated(stopped_and_resumed);
+    alone(stopped_and_resumed);
 }
 
 fn stopped_and_resumed() {
@@ -125,7 +129,7 @@ fn stopped_and_resumed() {
     std::fs::remove_dir_all(&out).ok();
     let cell = random_cell("objectcxr_1pct.toml", 5);
     // The same cell under a second name: its own run folder, the same data.
-    let again = super::experiment::ResolvedCell { name: format!("{}-stopped", cell.name), ..cell.clone() };
+    let again = ResolvedCell { name: format!("{}-stopped", cell.name), ..cell.clone() };
     let straight = run_cell::<CpuAutodiff>(&cell, &out, &CellOptions::default(), &cpu_device()).unwrap().unwrap();
     let stop = CellOptions { stop_after_epochs: Some(2), ..CellOptions::default() };
     assert!(run_cell::<CpuAutodiff>(&again, &out, &stop, &cpu_device()).unwrap().is_none());

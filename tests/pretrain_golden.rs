@@ -8,12 +8,18 @@
 //!   structure (steps, epochs, learning rates) changes.
 //! - The statistics: over the golden run, the loss falls (slope < 0 at p < 0.01) and the
 //!   last 20 steps' retrieval acc@1 is above chance (12.5 % for shards of 8) at p < 0.01.
+//!
+//! An integration-test crate of its own (see `common::alone`).
 
 use std::path::PathBuf;
 
-use super::*;
-use crate::backend::{CpuAutodiff, cpu_device};
-use crate::experiment::Experiment;
+mod common;
+
+use common::alone;
+use mgca::backend::{CpuAutodiff, cpu_device};
+use mgca::experiment::Experiment;
+use mgca::loss::CtaEngine;
+use mgca::pretrain::{RunOptions, data, pretrain};
 
 /// Steps replayed (well under a minute on one core).
 const REPLAY: usize = 20;
@@ -31,10 +37,9 @@ fn table(text: &str) -> (Vec<String>, Vec<Vec<String>>) {
     (header, lines.map(|l| l.split(',').map(String::from).collect()).collect())
 }
 
-/// On a rayon pool of its own ([`crate::testing::isolated`]).
 #[test]
 fn smoke_replay_matches_golden() {
-    crate::testing::isolated(replay);
+    alone(replay);
 }
 
 fn replay() {
@@ -69,7 +74,7 @@ fn replay() {
         snapshot.push(cells.join(","));
     }
     eprintln!("replay: worst relative deviation from golden {worst:.2e} over {REPLAY} steps");
-    insta::with_settings!({ snapshot_path => "../../golden/runs/smoke/snapshots", prepend_module_to_snapshot => false }, {
+    insta::with_settings!({ snapshot_path => "../golden/runs/smoke/snapshots", prepend_module_to_snapshot => false }, {
         insta::assert_snapshot!("pretrain_replay", snapshot.join("\n"));
     });
     assert!(worst <= TOLERANCE, "a replayed loss is {worst:.2e} from golden (tolerance {TOLERANCE:e})");
@@ -78,7 +83,7 @@ fn replay() {
 
 #[test]
 fn the_golden_run_learns() {
-    let (slope, acc) = crate::report::pretrain_checks(&repo("golden/runs/smoke/pretrain.csv"), 20, 12.5).unwrap();
+    let (slope, acc) = mgca::report::pretrain_checks(&repo("golden/runs/smoke/pretrain.csv"), 20, 12.5).unwrap();
     assert!(slope.passes(0.01) && slope.estimate < 0.0, "the loss does not fall: {slope:?}");
     assert!(acc.passes(0.01), "acc@1 is not above chance: {acc:?}");
 }
