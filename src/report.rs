@@ -246,6 +246,61 @@ fn percent(v: Option<f64>) -> String {
     v.map_or("–".into(), |v| format!("{v:.1}"))
 }
 
+/// The mean of `values`, `None` when there are none.
+fn mean_of(values: &[f64]) -> Option<f64> {
+    (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+}
+
+/// ` [low, high]` of a bootstrap interval, or nothing.
+fn interval(s: &crate::downstream::detection::experiment::Score) -> String {
+    match (s.ci_low, s.ci_high) {
+        (Some(l), Some(h)) => format!(" [{l:.1}, {h:.1}]"),
+        _ => String::new(),
+    }
+}
+
+/// The "untrained → gain (p)" cell of a downstream row.
+fn gain_cell(untrained: &str, gain: &crate::downstream::detection::experiment::Score, p: Option<f64>) -> String {
+    format!(
+        "{untrained} → {}{} (p={})",
+        gain.value.map_or("–".into(), |g| format!("{g:+.1}")),
+        interval(gain),
+        p.map_or("–".into(), |p| format!("{p:.3}"))
+    )
+}
+
+/// The beats-untrained check: pass/FAIL for cells trained on at least
+/// [`UNTRAINED_CHECK_MIN_IMAGES`] images, informational below.
+fn beats_untrained(gain_p: Option<f64>, train_images: usize) -> String {
+    match (gain_p, train_images >= UNTRAINED_CHECK_MIN_IMAGES) {
+        (Some(p), true) if p < UNTRAINED_ALPHA => "**pass**".to_string(),
+        (Some(_), true) => "**FAIL**".to_string(),
+        (Some(p), false) => format!(
+            "{} (informational: {train_images} training images)",
+            if p < UNTRAINED_ALPHA { "yes" } else { "no" }
+        ),
+        (None, _) => "undefined".to_string(),
+    }
+}
+
+/// The diff, t-test and verdict of a downstream row: ours (`values`, one per seed) against the
+/// paper's `paper` within `band`; none on the smoke tier or without a paper number, and
+/// `undefined` when no seed has a value.
+fn paper_comparison(smoke: bool, paper: f64, values: &[f64], band: f64, undefined: &str) -> (String, String, String) {
+    match mean_of(values) {
+        _ if smoke => ("–".to_string(), "–".to_string(), "smoke: no paper comparison".to_string()),
+        _ if paper.is_nan() => ("–".into(), "–".into(), "not in the paper".into()),
+        None => ("–".into(), "–".into(), undefined.into()),
+        Some(mean) => {
+            let diff = mean - paper;
+            let test =
+                one_sample_t(values, paper).map_or("n=1: none".into(), |t| format!("t={:.2}, p={:.3}", t.t, t.p));
+            let verdict = if diff.abs() <= band { "reproduced" } else { "outside band" };
+            (format!("{diff:+.1}"), test, verdict.to_string())
+        }
+    }
+}
+
 // ANCHOR: detection
 /// The report's Table 2 detection section: for every MGCA detection cell, the paper's mAP,
 /// ours with the reference's image-inclusion rule (the paper's protocol) and over every test
@@ -278,52 +333,16 @@ pub fn detection_section(out: &Path) -> Result<String, String> {
             text.push_str(&format!("{row_head} – | – | – | ±{DETECTION_BAND:.1} | – | – | – | not run |\n"));
             continue;
         };
-        let mean = |pick: &dyn Fn(&crate::downstream::detection::experiment::CellResult) -> Option<f64>| {
-            let values: Vec<f64> = results.iter().filter_map(pick).collect();
-            (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
-        };
-        let interval = |s: &crate::downstream::detection::experiment::Score| match (s.ci_low, s.ci_high) {
-            (Some(l), Some(h)) => format!(" [{l:.1}, {h:.1}]"),
-            _ => String::new(),
-        };
-        let faithful = mean(&|r| r.test_faithful.value);
-        let standard = mean(&|r| r.test_standard.value);
-        let ours_f = format!("{} (n={}){}", percent(faithful), results.len(), interval(&first.test_faithful));
-        let ours_s = format!("{}{}", percent(standard), interval(&first.test_standard));
-        let gain = format!(
-            "{} → {}{} (p={})",
-            percent(first.untrained_standard),
-            first.gain.value.map_or("–".into(), |g| format!("{g:+.1}")),
-            interval(&first.gain),
-            first.gain_p.map_or("–".into(), |p| format!("{p:.3}"))
-        );
-        let required = first.train_images >= UNTRAINED_CHECK_MIN_IMAGES;
-        let beats = match (first.gain_p, required) {
-            (Some(p), true) if p < UNTRAINED_ALPHA => "**pass**".to_string(),
-            (Some(_), true) => "**FAIL**".to_string(),
-            (Some(p), false) => {
-                format!(
-                    "{} (informational: {} training images)",
-                    if p < UNTRAINED_ALPHA { "yes" } else { "no" },
-                    first.train_images
-                )
-            }
-            (None, _) => "undefined".to_string(),
-        };
+        let faithful_values: Vec<f64> = results.iter().filter_map(|r| r.test_faithful.value).collect();
+        let standard_values: Vec<f64> = results.iter().filter_map(|r| r.test_standard.value).collect();
+        let ours_f =
+            format!("{} (n={}){}", percent(mean_of(&faithful_values)), results.len(), interval(&first.test_faithful));
+        let ours_s = format!("{}{}", percent(mean_of(&standard_values)), interval(&first.test_standard));
+        let gain = gain_cell(&percent(first.untrained_standard), &first.gain, first.gain_p);
+        let beats = beats_untrained(first.gain_p, first.train_images);
         let smoke = results.iter().any(|r| r.tier == crate::experiment::Tier::Smoke);
-        let (diff, test, verdict) = match faithful {
-            _ if smoke => ("–".to_string(), "–".to_string(), "smoke: no paper comparison".to_string()),
-            _ if cell.value.is_nan() => ("–".into(), "–".into(), "not in the paper".into()),
-            None => ("–".into(), "–".into(), "undefined (no included image)".into()),
-            Some(mean) => {
-                let values: Vec<f64> = results.iter().filter_map(|r| r.test_faithful.value).collect();
-                let diff = mean - cell.value;
-                let test = one_sample_t(&values, cell.value)
-                    .map_or("n=1: none".into(), |t| format!("t={:.2}, p={:.3}", t.t, t.p));
-                let verdict = if diff.abs() <= DETECTION_BAND { "reproduced" } else { "outside band" };
-                (format!("{diff:+.1}"), test, verdict.to_string())
-            }
-        };
+        let (diff, test, verdict) =
+            paper_comparison(smoke, cell.value, &faithful_values, DETECTION_BAND, "undefined (no included image)");
         text.push_str(&format!(
             "{row_head} {ours_f} | {ours_s} | {diff} | ±{DETECTION_BAND:.1} | {test} | {gain} | {beats} | {verdict} |\n"
         ));
@@ -355,8 +374,7 @@ pub fn segmentation_run_name(dataset: &str, fraction: &str, vit: bool) -> String
 /// decoder's Dice with the paired bootstrap p-value of the gain, the SIIM cell with its leak
 /// fixed when that ran, and a verdict.
 pub fn segmentation_section(out: &Path) -> Result<String, String> {
-    use crate::downstream::detection::experiment::Score;
-    use crate::downstream::segmentation::experiment::{CellResult, read_results};
+    use crate::downstream::segmentation::experiment::read_results;
     let mut text = String::from("## Table 2: semantic segmentation\n\n");
     text.push_str(&format!(
         "Dice (percent) on the test split with the best-`val_loss` checkpoint, averaged as the reference does \
@@ -375,14 +393,6 @@ pub fn segmentation_section(out: &Path) -> Result<String, String> {
         paper_cells("T2_seg_det", "MGCA")?.into_iter().filter(|c| c.task == "semantic_segmentation").collect();
     // The ResNet rows are the paper's; the ViT rows the same cells without a paper number.
     let rows = paper.iter().map(|c| (c, false)).chain(paper.iter().map(|c| (c, true)));
-    let mean = |results: &[CellResult], pick: &dyn Fn(&CellResult) -> Option<f64>| {
-        let values: Vec<f64> = results.iter().filter_map(pick).collect();
-        (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
-    };
-    let interval = |s: &Score| match (s.ci_low, s.ci_high) {
-        (Some(l), Some(h)) => format!(" [{l:.1}, {h:.1}]"),
-        _ => String::new(),
-    };
     for (cell, vit) in rows {
         let name = segmentation_run_name(&cell.dataset, &cell.fraction, vit);
         let results = read_results(out, &name)?;
@@ -397,44 +407,18 @@ pub fn segmentation_section(out: &Path) -> Result<String, String> {
             }
             continue;
         };
-        let dice = mean(&results, &|r| Some(r.test_dice));
+        let dice_values: Vec<f64> = results.iter().map(|r| r.test_dice).collect();
+        let dice = mean_of(&dice_values);
         let ours = format!("{} (n={}){}", percent(dice), results.len(), interval(&first.test_dice_images));
-        let gain = format!(
-            "{:.1} → {}{} (p={})",
-            first.untrained_dice,
-            first.gain.value.map_or("–".into(), |g| format!("{g:+.1}")),
-            interval(&first.gain),
-            first.gain_p.map_or("–".into(), |p| format!("{p:.3}"))
-        );
-        let required = first.train_images >= UNTRAINED_CHECK_MIN_IMAGES;
-        let beats = match (first.gain_p, required) {
-            (Some(p), true) if p < UNTRAINED_ALPHA => "**pass**".to_string(),
-            (Some(_), true) => "**FAIL**".to_string(),
-            (Some(p), false) => format!(
-                "{} (informational: {} training images)",
-                if p < UNTRAINED_ALPHA { "yes" } else { "no" },
-                first.train_images
-            ),
-            (None, _) => "undefined".to_string(),
-        };
-        let leak = match mean(&fixed, &|r| Some(r.test_dice)) {
+        let gain = gain_cell(&format!("{:.1}", first.untrained_dice), &first.gain, first.gain_p);
+        let beats = beats_untrained(first.gain_p, first.train_images);
+        let fixed_values: Vec<f64> = fixed.iter().map(|r| r.test_dice).collect();
+        let leak = match mean_of(&fixed_values) {
             Some(f) => format!("{f:.1} (n={}; leak {:+.1})", fixed.len(), dice.unwrap_or(f64::NAN) - f),
             None => "–".to_string(),
         };
         let smoke = results.iter().any(|r| r.tier == crate::experiment::Tier::Smoke);
-        let (diff, test, verdict) = match dice {
-            _ if smoke => ("–".to_string(), "–".to_string(), "smoke: no paper comparison".to_string()),
-            _ if value.is_nan() => ("–".into(), "–".into(), "not in the paper".into()),
-            None => ("–".into(), "–".into(), "undefined".into()),
-            Some(m) => {
-                let values: Vec<f64> = results.iter().map(|r| r.test_dice).collect();
-                let diff = m - value;
-                let test =
-                    one_sample_t(&values, value).map_or("n=1: none".into(), |t| format!("t={:.2}, p={:.3}", t.t, t.p));
-                let verdict = if diff.abs() <= SEGMENTATION_BAND { "reproduced" } else { "outside band" };
-                (format!("{diff:+.1}"), test, verdict.to_string())
-            }
-        };
+        let (diff, test, verdict) = paper_comparison(smoke, value, &dice_values, SEGMENTATION_BAND, "undefined");
         text.push_str(&format!(
             "{row_head} {ours} | {diff} | ±{SEGMENTATION_BAND:.1} | {test} | {gain} | {beats} | {leak} | {verdict} |\n"
         ));

@@ -13,11 +13,9 @@
 //!
 //! An integration-test crate of its own, its runs one after another (see `common::alone`).
 
-use std::path::PathBuf;
-
 mod common;
 
-use common::alone;
+use common::{alone, golden_rows, number, repo, shown};
 use mgca::backend::{CpuAutodiff, cpu_device};
 use mgca::downstream::detection::experiment::{CellOptions, CellResult, DetectionExperiment, ResolvedCell, run_cell};
 use mgca::downstream::encoder::EncoderSource;
@@ -31,32 +29,9 @@ const REPLAY_LOSS_TOLERANCE: f64 = 1e-4;
 /// The replayed cells (random backbone).
 const REPLAYED: [&str; 2] = ["rsna_10pct.toml", "objectcxr_10pct.toml"];
 
-fn repo(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(path)
-}
-
-/// The golden rows, each a map from column to text.
-fn golden() -> Vec<std::collections::HashMap<String, String>> {
-    let path = repo("golden/runs/smoke/detection.csv");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (run `cargo xtask golden bless`)", path.display()));
-    let mut lines = text.lines();
-    let header: Vec<String> = lines.next().expect("a header").split(',').map(String::from).collect();
-    lines.map(|l| header.iter().cloned().zip(l.split(',').map(String::from)).collect()).collect()
-}
-
-fn number(row: &std::collections::HashMap<String, String>, column: &str) -> f64 {
-    row[column].parse().unwrap_or(f64::NAN)
-}
-
 fn random_cell(file: &str, seed: u64) -> ResolvedCell {
     let experiment = DetectionExperiment::read(&repo("reproductions/configs/detection").join(file)).unwrap();
     experiment.resolve(Tier::Smoke, Some(&EncoderSource::Random { seed }), 0).unwrap()
-}
-
-fn shown(replayed: f64, golden: f64, tolerance: f64, decimals: usize) -> String {
-    let same = (replayed - golden).abs() <= tolerance || (replayed.is_nan() && golden.is_nan());
-    if same { format!("{golden:.decimals$}") } else { format!("{replayed:.decimals$} (golden {golden:.decimals$})") }
 }
 
 #[test]
@@ -65,7 +40,7 @@ fn smoke_replay_matches_golden() {
 }
 
 fn replay() {
-    let golden = golden();
+    let golden = golden_rows("detection.csv");
     let out = std::env::temp_dir().join(format!("mgca-detection-golden-{}", std::process::id()));
     std::fs::remove_dir_all(&out).ok();
     let mut snapshot = vec!["name,faithful,standard,test_loss".to_string()];
@@ -105,7 +80,7 @@ fn replay() {
 
 #[test]
 fn trained_detectors_beat_untrained_heads() {
-    let golden = golden();
+    let golden = golden_rows("detection.csv");
     let required: Vec<_> = golden
         .iter()
         .filter(|g| g["encoder"] == "pretrained" && number(g, "train_images") >= UNTRAINED_CHECK_MIN_IMAGES as f64)

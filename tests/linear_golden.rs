@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 mod common;
 
-use common::alone;
+use common::{alone, repo};
 use mgca::backend::{CpuAutodiff, cpu_device};
 use mgca::downstream::linear::experiment::{CellOptions, LinearExperiment, run_cell};
 use mgca::experiment::{Experiment, Tier};
@@ -26,10 +26,6 @@ use mgca::pretrain::{RunOptions, data, pretrain};
 const REPLAY_TOLERANCE: f64 = 0.05;
 /// The level of the pretrained-beats-random test.
 const ALPHA: f64 = 0.05;
-
-fn repo(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(path)
-}
 
 /// The golden rows: `(name, encoder) → (metric, test score)`.
 fn golden() -> Vec<(String, String, f64)> {

@@ -11,11 +11,9 @@
 //!
 //! An integration-test crate of its own (see `common::alone`).
 
-use std::path::PathBuf;
-
 mod common;
 
-use common::alone;
+use common::{alone, repo};
 use mgca::backend::{CpuAutodiff, cpu_device};
 use mgca::experiment::Experiment;
 use mgca::loss::CtaEngine;
@@ -26,10 +24,6 @@ const REPLAY: usize = 20;
 /// Relative tolerance of the replayed losses.
 const TOLERANCE: f64 = 1e-4;
 const LOSSES: [&str; 4] = ["loss", "loss_ita", "loss_local", "loss_proto"];
-
-fn repo(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(path)
-}
 
 fn table(text: &str) -> (Vec<String>, Vec<Vec<String>>) {
     let mut lines = text.lines();

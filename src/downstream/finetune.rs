@@ -178,6 +178,32 @@ pub trait Task<B: AutodiffBackend> {
     ) -> Result<Evaluation, TrainError>;
 }
 
+/// How to run a downstream cell (not hyperparameters): what the task binaries' flags set.
+#[derive(Debug, Clone, Default)]
+pub struct CellOptions {
+    /// The real datasets' parent folder (paper tier).
+    pub data: Option<PathBuf>,
+    pub resume: bool,
+    pub force_config_change: bool,
+    pub progress: bool,
+    /// Stop after this many epochs (as an interruption would).
+    pub stop_after_epochs: Option<usize>,
+}
+
+impl CellOptions {
+    /// The loop's options for the run folder `dir` of `cell` (saved as its `config.toml`).
+    pub fn finetune_options(&self, dir: &Path, cell: &impl Serialize) -> Result<FinetuneOptions, TrainError> {
+        let config = toml::to_string_pretty(cell).map_err(|e| TrainError::Config(e.to_string()))?;
+        Ok(FinetuneOptions {
+            resume: self.resume,
+            force_config_change: self.force_config_change,
+            progress: self.progress,
+            stop_after_epochs: self.stop_after_epochs,
+            ..FinetuneOptions::new(dir, config)
+        })
+    }
+}
+
 /// How to run (not hyperparameters).
 #[derive(Debug, Clone)]
 pub struct FinetuneOptions {

@@ -53,3 +53,35 @@ pub fn alone<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("a thread pool").install(f)
 }
+
+/// `path` under the repository's root (`repo("reproductions/configs/detection")`).
+#[allow(dead_code)]
+pub fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// The rows of the smoke tier's golden run file `golden/runs/smoke/<file>`, each a map from
+/// column to text.
+#[allow(dead_code)]
+pub fn golden_rows(file: &str) -> Vec<std::collections::HashMap<String, String>> {
+    let path = repo("golden/runs/smoke").join(file);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (run `cargo xtask golden bless`)", path.display()));
+    let mut lines = text.lines();
+    let header: Vec<String> = lines.next().expect("a header").split(',').map(String::from).collect();
+    lines.map(|l| header.iter().cloned().zip(l.split(',').map(String::from)).collect()).collect()
+}
+
+/// A golden row's `column` as a number (NaN when it is not one).
+#[allow(dead_code)]
+pub fn number(row: &std::collections::HashMap<String, String>, column: &str) -> f64 {
+    row[column].parse().unwrap_or(f64::NAN)
+}
+
+/// A replayed value for a snapshot: the golden value when the two agree within `tolerance`
+/// (or are both NaN), else both, so the snapshot changes exactly when a value leaves it.
+#[allow(dead_code)]
+pub fn shown(replayed: f64, golden: f64, tolerance: f64, decimals: usize) -> String {
+    let same = (replayed - golden).abs() <= tolerance || (replayed.is_nan() && golden.is_nan());
+    if same { format!("{golden:.decimals$}") } else { format!("{replayed:.decimals$} (golden {golden:.decimals$})") }
+}

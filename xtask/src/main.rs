@@ -444,90 +444,70 @@ fn golden_bless() -> Result {
     eprintln!("xtask: wrote {}", path.display());
     // Detection: the six smoke cells with the smoke ResNet pretraining's backbone, and the two
     // 10 % cells (the replayed ones) with a random backbone.
-    let mut cmd = reproduction("detection", false);
-    for config in configs_in("detection")? {
-        cmd.arg("--config").arg(config);
-    }
-    cmd.arg("--out").arg(&out).arg("--no-progress");
-    run(cmd, "the smoke detection cells (pretrained)")?;
-    let mut cmd = reproduction("detection", false);
-    for config in ["rsna_10pct.toml", "objectcxr_10pct.toml"] {
-        cmd.arg("--config").arg(root().join("reproductions/configs/detection").join(config));
-    }
-    cmd.arg("--out").arg(&random).arg("--no-progress").arg("--encoder-from").arg("random:42");
-    run(cmd, "the smoke detection 10 % cells (random)")?;
-    let mut csv =
-        String::from("name,encoder,faithful,standard,untrained,gain,gain_p,test_loss,train_images,best_epoch,epochs\n");
-    for dir in [&out, &random] {
-        for path in test_files(dir, "detection-")? {
-            let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-            let r: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-            let num = |v: &serde_json::Value| v.as_f64().map_or("NaN".to_string(), |x| format!("{x:.4}"));
-            csv.push_str(&format!(
-                "{},{},{},{},{},{},{},{},{},{},{}\n",
-                r["name"].as_str().unwrap_or("?"),
-                r["encoder"].as_str().unwrap_or("?"),
-                num(&r["test_faithful"]["value"]),
-                num(&r["test_standard"]["value"]),
-                num(&r["untrained_standard"]),
-                num(&r["gain"]["value"]),
-                num(&r["gain_p"]),
-                r["test_loss"].as_f64().map_or("NaN".to_string(), |x| format!("{x:.6}")),
-                r["train_images"],
-                r["best_epoch"],
-                r["epochs"]
-            ));
-        }
-    }
-    let path = root().join("golden/runs/smoke/detection.csv");
-    std::fs::write(&path, csv).map_err(|e| format!("{}: {e}", path.display()))?;
-    eprintln!("xtask: wrote {}", path.display());
+    let detection = [
+        ("faithful", "/test_faithful/value"),
+        ("standard", "/test_standard/value"),
+        ("untrained", "/untrained_standard"),
+    ];
+    bless_downstream("detection", ["rsna_10pct.toml", "objectcxr_10pct.toml"], &detection, &out, &random)?;
     // Segmentation: the twelve smoke cells with the smoke pretraining runs' encoders, and the
     // two replayed 10 % cells with random ones.
-    let mut cmd = reproduction("segmentation", false);
-    for config in configs_in("segmentation")? {
-        cmd.arg("--config").arg(config);
-    }
-    cmd.arg("--out").arg(&out).arg("--no-progress");
-    run(cmd, "the smoke segmentation cells (pretrained)")?;
-    let mut cmd = reproduction("segmentation", false);
-    for config in ["siim_10pct.toml", "rsna_10pct_vit.toml"] {
-        cmd.arg("--config").arg(root().join("reproductions/configs/segmentation").join(config));
-    }
-    cmd.arg("--out").arg(&random).arg("--no-progress").arg("--encoder-from").arg("random:42");
-    run(cmd, "the smoke segmentation 10 % cells (random)")?;
-    let mut csv =
-        String::from("name,encoder,dice,dice_images,untrained,gain,gain_p,test_loss,train_images,best_epoch,epochs\n");
-    for dir in [&out, &random] {
-        for path in test_files(dir, "segmentation-")? {
-            let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-            let r: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-            let num = |v: &serde_json::Value| v.as_f64().map_or("NaN".to_string(), |x| format!("{x:.4}"));
-            csv.push_str(&format!(
-                "{},{},{},{},{},{},{},{},{},{},{}\n",
-                r["name"].as_str().unwrap_or("?"),
-                r["encoder"].as_str().unwrap_or("?"),
-                num(&r["test_dice"]),
-                num(&r["test_dice_images"]["value"]),
-                num(&r["untrained_dice"]),
-                num(&r["gain"]["value"]),
-                num(&r["gain_p"]),
-                r["test_loss"].as_f64().map_or("NaN".to_string(), |x| format!("{x:.6}")),
-                r["train_images"],
-                r["best_epoch"],
-                r["epochs"]
-            ));
-        }
-    }
-    let path = root().join("golden/runs/smoke/segmentation.csv");
-    std::fs::write(&path, csv).map_err(|e| format!("{}: {e}", path.display()))?;
-    eprintln!("xtask: wrote {}", path.display());
+    let segmentation =
+        [("dice", "/test_dice"), ("dice_images", "/test_dice_images/value"), ("untrained", "/untrained_dice")];
+    bless_downstream("segmentation", ["siim_10pct.toml", "rsna_10pct_vit.toml"], &segmentation, &out, &random)?;
     for crate_name in ["pretrain_golden", "linear_golden", "detection_golden", "segmentation_golden"] {
         let mut test = cargo();
         test.args(["test", "-p", "mgca", "--test", crate_name]).env("INSTA_UPDATE", "always");
         run(test, &format!("the replay snapshot of tests/{crate_name}.rs (INSTA_UPDATE=always)"))?;
     }
     eprintln!("xtask: review `git diff golden/` like code before committing");
+    Ok(())
+}
+
+/// A downstream task's golden file `golden/runs/smoke/<task>.csv`: its smoke cells run with the
+/// smoke pretraining's encoders into `out` and the `replayed` ones with random encoders into
+/// `random`; one row per `test.json`, with the task's `scores` (column, JSON pointer) between
+/// the name and encoder and the columns every task shares.
+fn bless_downstream(task: &str, replayed: [&str; 2], scores: &[(&str, &str)], out: &Path, random: &Path) -> Result {
+    let mut cmd = reproduction(task, false);
+    for config in configs_in(task)? {
+        cmd.arg("--config").arg(config);
+    }
+    cmd.arg("--out").arg(out).arg("--no-progress");
+    run(cmd, &format!("the smoke {task} cells (pretrained)"))?;
+    let mut cmd = reproduction(task, false);
+    for config in replayed {
+        cmd.arg("--config").arg(root().join("reproductions/configs").join(task).join(config));
+    }
+    cmd.arg("--out").arg(random).arg("--no-progress").arg("--encoder-from").arg("random:42");
+    run(cmd, &format!("the smoke {task} 10 % cells (random)"))?;
+    let names: Vec<&str> = scores.iter().map(|(column, _)| *column).collect();
+    let mut csv = format!("name,encoder,{},gain,gain_p,test_loss,train_images,best_epoch,epochs\n", names.join(","));
+    for dir in [out, random] {
+        for path in test_files(dir, &format!("{task}-"))? {
+            let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let r: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+            let num = |v: Option<&serde_json::Value>| {
+                v.and_then(serde_json::Value::as_f64).map_or("NaN".to_string(), |x| format!("{x:.4}"))
+            };
+            let values: Vec<String> = scores.iter().map(|(_, pointer)| num(r.pointer(pointer))).collect();
+            csv.push_str(&format!(
+                "{},{},{},{},{},{},{},{},{}\n",
+                r["name"].as_str().unwrap_or("?"),
+                r["encoder"].as_str().unwrap_or("?"),
+                values.join(","),
+                num(r.pointer("/gain/value")),
+                num(r.pointer("/gain_p")),
+                r["test_loss"].as_f64().map_or("NaN".to_string(), |x| format!("{x:.6}")),
+                r["train_images"],
+                r["best_epoch"],
+                r["epochs"]
+            ));
+        }
+    }
+    let path = root().join("golden/runs/smoke").join(format!("{task}.csv"));
+    std::fs::write(&path, csv).map_err(|e| format!("{}: {e}", path.display()))?;
+    eprintln!("xtask: wrote {}", path.display());
     Ok(())
 }
 

@@ -34,7 +34,8 @@ use crate::data::detection::{DETECTION_SIDE, DetectionDataset};
 use crate::data::prepare::{Dataset, OnBad, PrepareOptions, Task as DataTask, prepare};
 use crate::data::{DataError, synth};
 use crate::downstream::encoder::{EncoderSource, load_encoder};
-use crate::downstream::finetune::{FinetuneConfig, FinetuneOptions, Stage, finetune};
+pub use crate::downstream::finetune::CellOptions;
+use crate::downstream::finetune::{FinetuneConfig, Stage, finetune};
 use crate::downstream::linear::experiment::{Fraction, SMOKE_DATA, run_folder};
 use crate::experiment::{Tier, check_run_name};
 use crate::metrics::MetricError;
@@ -191,18 +192,6 @@ pub struct CellResult {
     pub pictures: Vec<String>,
 }
 
-/// How to run a cell (not hyperparameters).
-#[derive(Debug, Clone, Default)]
-pub struct CellOptions {
-    /// The real datasets' parent folder (paper tier).
-    pub data: Option<PathBuf>,
-    pub resume: bool,
-    pub force_config_change: bool,
-    pub progress: bool,
-    /// Stop after this many epochs (as an interruption would).
-    pub stop_after_epochs: Option<usize>,
-}
-
 /// The dataset's folder names under `--data` (the published name first).
 fn data_folders(dataset: Dataset) -> &'static [&'static str] {
     match dataset {
@@ -324,12 +313,7 @@ pub fn run_cell<B: AutodiffBackend + GradientLink>(
     let dir = run_folder(out, &cell.name, cell.seed);
     std::fs::create_dir_all(&dir).map_err(|e| crate::train::run::io(&dir, e))?;
     let untrained = task.detect(&model.valid(), Stage::Test)?;
-    let mut run =
-        FinetuneOptions::new(&dir, toml::to_string_pretty(cell).map_err(|e| TrainError::Config(e.to_string()))?);
-    run.resume = options.resume;
-    run.force_config_change = options.force_config_change;
-    run.progress = options.progress;
-    run.stop_after_epochs = options.stop_after_epochs;
+    let run = options.finetune_options(&dir, cell)?;
     let summary = finetune(&task, model.clone(), &cell.finetune, VAL_MAP, &run)?;
     let Some(test) = summary.test else { return Ok(None) };
     let t = task.test_split().rows_per_image;

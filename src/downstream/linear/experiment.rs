@@ -26,7 +26,8 @@ use crate::data::labelled::{LabelledDataset, target_columns};
 use crate::data::prepare::{Dataset, OnBad, PrepareOptions, Task, prepare};
 use crate::data::{DataError, cache, synth};
 use crate::downstream::encoder::{EncoderSource, load_encoder};
-use crate::downstream::finetune::{FinetuneConfig, FinetuneOptions, finetune};
+pub use crate::downstream::finetune::CellOptions;
+use crate::downstream::finetune::{FinetuneConfig, finetune};
 use crate::experiment::{Tier, check_run_name};
 use crate::metrics::bootstrap::{BootstrapConfig, bootstrap};
 use crate::train::TrainError;
@@ -179,18 +180,6 @@ pub struct CellResult {
     pub seconds: f64,
 }
 
-/// How to run a cell (not hyperparameters).
-#[derive(Debug, Clone, Default)]
-pub struct CellOptions {
-    /// The real datasets' parent folder (paper tier).
-    pub data: Option<PathBuf>,
-    pub resume: bool,
-    pub force_config_change: bool,
-    pub progress: bool,
-    /// Stop after this many epochs (as an interruption would).
-    pub stop_after_epochs: Option<usize>,
-}
-
 /// The folder of a dataset under `--data`.
 pub fn dataset_folder(dataset: Dataset) -> &'static str {
     match dataset {
@@ -298,12 +287,7 @@ pub fn run_cell<B: AutodiffBackend>(
     let head = LinearHead::<B>::new(probe.feature_dim(), task.classes, cell.seed, device);
     let dir = run_folder(out, &cell.name, cell.seed);
     std::fs::create_dir_all(&dir).map_err(|e| crate::train::run::io(&dir, e))?;
-    let mut run =
-        FinetuneOptions::new(&dir, toml::to_string_pretty(cell).map_err(|e| TrainError::Config(e.to_string()))?);
-    run.resume = options.resume;
-    run.force_config_change = options.force_config_change;
-    run.progress = options.progress;
-    run.stop_after_epochs = options.stop_after_epochs;
+    let run = options.finetune_options(&dir, cell)?;
     let summary = finetune(&probe, head, &cell.finetune, Monitor::VAL_LOSS, &run)?;
     let Some(test) = summary.test else { return Ok(None) };
     let columns = task.target_columns();

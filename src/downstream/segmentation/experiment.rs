@@ -11,7 +11,7 @@
 //!
 //! **Deviation:** none.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::module::{AutodiffModule, Module};
 use burn::tensor::activation::sigmoid;
@@ -27,7 +27,8 @@ use crate::data::{DataError, synth};
 use crate::downstream::detection::BackboneNorm;
 use crate::downstream::detection::experiment::Score;
 use crate::downstream::encoder::{EncoderSource, load_encoder};
-use crate::downstream::finetune::{FinetuneConfig, FinetuneOptions, Stage, best_checkpoint, finetune};
+pub use crate::downstream::finetune::CellOptions;
+use crate::downstream::finetune::{FinetuneConfig, Stage, best_checkpoint, finetune};
 use crate::downstream::linear::experiment::{Fraction, SMOKE_DATA, run_folder, smoke_pretraining_run};
 use crate::experiment::{Tier, check_run_name};
 use crate::metrics::MetricError;
@@ -205,16 +206,6 @@ pub struct CellResult {
     pub pictures: Vec<String>,
 }
 
-/// How to run a cell (not hyperparameters).
-#[derive(Debug, Clone, Default)]
-pub struct CellOptions {
-    pub data: Option<PathBuf>,
-    pub resume: bool,
-    pub force_config_change: bool,
-    pub progress: bool,
-    pub stop_after_epochs: Option<usize>,
-}
-
 fn data_folders(dataset: Dataset) -> &'static [&'static str] {
     match dataset {
         Dataset::Rsna => &["rsna"],
@@ -331,12 +322,7 @@ pub fn run_cell<B: AutodiffBackend>(
     let dir = run_folder(out, &cell.name, cell.seed);
     std::fs::create_dir_all(&dir).map_err(|e| crate::train::run::io(&dir, e))?;
     let untrained = task.score(&model.valid(), Stage::Test)?;
-    let mut run =
-        FinetuneOptions::new(&dir, toml::to_string_pretty(cell).map_err(|e| TrainError::Config(e.to_string()))?);
-    run.resume = options.resume;
-    run.force_config_change = options.force_config_change;
-    run.progress = options.progress;
-    run.stop_after_epochs = options.stop_after_epochs;
+    let run = options.finetune_options(&dir, cell)?;
     let summary = finetune(&task, model.clone(), &cell.finetune, Monitor::VAL_LOSS, &run)?;
     let Some(test) = summary.test else { return Ok(None) };
     let (trained, before) = (&test.outputs, &untrained.outputs);
@@ -430,6 +416,8 @@ pub fn read_results(out: &Path, name: &str) -> Result<Vec<CellResult>, String> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
 
     /// The twelve shipped cells (the run script's six on the ResNet, the same six on the ViT):
